@@ -1,0 +1,368 @@
+"""Typed run configuration: YAML presets plus dotted command-line overrides, validated early.
+
+Everything that can be checked before a process group forms is checked in `validate`, so a
+typo or an impossible layout fails in a second on the login node, not after a queue wait.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key, value or combination that cannot work; the message says what would."""
+
+
+@dataclass
+class RunConfig:
+    """Where the run writes and what it is called."""
+
+    output_dir: str = "runs/default"
+    name: str = "roots_scale"
+    tensorboard: bool = True
+
+
+@dataclass
+class ModelConfig:
+    """Transformer shape; `arch` picks GPT-2 style defaults or Llama style (RoPE, RMSNorm, SwiGLU)."""
+
+    arch: Literal["gpt", "bert"] = "gpt"
+    num_layers: int = 2
+    hidden_size: int = 64
+    num_attention_heads: int = 4
+    num_kv_heads: int | None = None  # None = multi-head attention; fewer = grouped-query
+    ffn_hidden_size: int | None = None  # None = 4 * hidden (GELU) or Llama's 8/3 rule (SwiGLU)
+    seq_length: int = 128
+    position_embedding: Literal["learned", "rope"] = "learned"
+    rope_theta: float = 10000.0
+    normalization: Literal["layernorm", "rmsnorm"] = "layernorm"
+    norm_eps: float = 1e-5
+    activation: Literal["gelu", "swiglu"] = "gelu"
+    bias: bool = True
+    tie_embeddings: bool = True
+    dropout: float = 0.0
+    attention_dropout: float = 0.0
+    init_std: float = 0.02
+    activation_checkpointing: bool = False
+    vocab_size: int | None = None  # None = taken from the token store's tokenizer
+    make_vocab_size_divisible_by: int = 128
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_kv_heads or self.num_attention_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def ffn_size(self) -> int:
+        if self.ffn_hidden_size is not None:
+            return self.ffn_hidden_size
+        if self.activation == "swiglu":
+            return 256 * math.ceil(int(8 * self.hidden_size / 3) / 256)
+        return 4 * self.hidden_size
+
+
+@dataclass
+class ParallelConfig:
+    """How the world is split: tensor × pipeline × data parallel, and the ZeRO stage."""
+
+    tensor: int = 1
+    pipeline: int = 1
+    zero_stage: Literal[0, 1, 2, 3] = 1
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW and the learning-rate schedule."""
+
+    lr: float = 3e-4
+    min_lr: float = 3e-5
+    warmup_iters: int = 0
+    decay_style: Literal["cosine", "linear", "inverse_sqrt", "exponential", "constant"] = "cosine"
+    weight_decay: float = 0.1
+    no_decay_on_embeddings: bool = True
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    clip_grad: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    """Length, batch arithmetic, precision and the logging / checkpoint cadence."""
+
+    iters: int = 100
+    seed: int = 1234
+    micro_batch_size: int = 4
+    global_batch_size: int | None = None  # None = micro × accumulation × data-parallel size
+    gradient_accumulation_steps: int | None = None  # None = derived from the global batch
+    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
+    log_interval: int = 10
+    save_interval: int = 1000
+    exit_interval: int | None = None  # save and exit after a step divisible by this (simulates preemption)
+
+
+@dataclass
+class DataConfig:
+    """Where the tokens come from."""
+
+    path: str = ""
+    num_epochs: int | None = None  # None = as many epochs as train.iters needs
+
+
+@dataclass
+class Config:
+    """The whole run: one YAML file, sections mirroring the classes above."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    deepspeed: dict[str, Any] = field(default_factory=dict)  # passthrough, merged over the derived config
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML preset (or the defaults when `path` is None) and apply `key=value` overrides."""
+    raw: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        origin = str(path)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path} is not valid YAML: {err}") from err
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
+    cfg = _build(Config, raw, prefix="", origin=origin)
+    for item in parse_overrides(overrides):
+        apply_override(cfg, *item)
+    return cfg
+
+
+def parse_overrides(args: Sequence[str]) -> list[tuple[str, str]]:
+    """Accept `a.b=v`, `--a.b=v` and `--a.b v`; return (dotted key, raw value) pairs in order."""
+    pairs: list[tuple[str, str]] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        key = arg[2:] if arg.startswith("--") else arg
+        if "=" in key:
+            name, value = key.split("=", 1)
+        elif arg.startswith("--") and i + 1 < len(args):
+            name, value = key, args[i + 1]
+            i += 1
+        else:
+            raise ConfigError(f"override {arg!r} must look like section.key=value (e.g. train.iters=50)")
+        pairs.append((name, value))
+        i += 1
+    return pairs
+
+
+def apply_override(cfg: Config, dotted: str, raw_value: str) -> None:
+    """Set one dotted key on `cfg`, with the same type checks as a YAML value."""
+    parts = dotted.split(".")
+    origin = f"override {dotted}={raw_value}"
+    if parts[0] == "deepspeed":
+        target: dict[str, Any] = cfg.deepspeed
+        for part in parts[1:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = yaml.safe_load(raw_value)
+        return
+    if len(parts) != 2:
+        raise ConfigError(f"{origin}: keys are section.key, e.g. train.iters; sections: {_field_names(Config)}")
+    section_name, key = parts
+    section = _lookup(cfg, section_name, "", origin)
+    hints = typing.get_type_hints(type(section))
+    _lookup(section, key, section_name + ".", origin)
+    value = _coerce(yaml.safe_load(raw_value), hints[key], f"{section_name}.{key}", origin)
+    setattr(section, key, value)
+
+
+def _build(cls: type, raw: Mapping[str, Any], prefix: str, origin: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = _field_names(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in names:
+            raise ConfigError(_unknown_key_message(prefix + str(key), names, prefix, origin))
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{origin}: '{prefix}{key}' must be a mapping of keys, got {value!r}")
+            kwargs[key] = _build(kind, value, f"{prefix}{key}.", origin)
+        else:
+            kwargs[key] = _coerce(value, kind, prefix + key, origin)
+    return cls(**kwargs)
+
+
+def _lookup(obj: Any, key: str, prefix: str, origin: str) -> Any:
+    names = _field_names(type(obj))
+    if key not in names:
+        raise ConfigError(_unknown_key_message(prefix + key, names, prefix, origin))
+    return getattr(obj, key)
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _unknown_key_message(key: str, valid: list[str], prefix: str, origin: str) -> str:
+    leaf = key.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(leaf, valid, n=1, cutoff=0.6)
+    hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+    return f"{origin}: unknown key '{key}'{hint} Valid keys here: {', '.join(valid)}"
+
+
+def _coerce(value: Any, kind: Any, key: str, origin: str) -> Any:
+    """Check `value` against the annotation `kind`; accept only lossless conversions."""
+    where = f"{origin}: '{key}' = {value!r}"
+    origin_type = typing.get_origin(kind)
+    if origin_type in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(kind) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, options[0], key, origin)
+    if origin_type is Literal:
+        choices = typing.get_args(kind)
+        if value not in choices:
+            raise ConfigError(f"{where} is not one of {', '.join(map(repr, choices))}")
+        return value
+    if origin_type is dict or kind is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping")
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer")
+        return value
+    if kind is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number")
+        try:
+            return float(value)  # YAML reads 3e-4 (no dot) as a string
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number") from None
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string")
+        return value
+    raise ConfigError(f"{where}: unsupported type {kind}")  # a new field type needs a rule here
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """The batch arithmetic resolved for a world size: global = micro × accumulation × DP."""
+
+    micro_batch_size: int
+    gradient_accumulation_steps: int
+    data_parallel_size: int
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.micro_batch_size * self.gradient_accumulation_steps * self.data_parallel_size
+
+
+def validate(cfg: Config, world_size: int) -> BatchPlan:
+    """Check every combination that cannot work on `world_size` processes; return the batch plan."""
+    m, p, t = cfg.model, cfg.parallel, cfg.train
+    _require(m.hidden_size % m.num_attention_heads == 0, "model.hidden_size", m.hidden_size,
+             f"a multiple of model.num_attention_heads ({m.num_attention_heads})")
+    _require(m.num_attention_heads % m.kv_heads == 0, "model.num_kv_heads", m.num_kv_heads,
+             f"a divisor of model.num_attention_heads ({m.num_attention_heads})")
+    _require(p.tensor >= 1, "parallel.tensor", p.tensor, "at least 1")
+    _require(m.num_attention_heads % p.tensor == 0, "parallel.tensor", p.tensor,
+             f"a divisor of model.num_attention_heads ({m.num_attention_heads}): "
+             f"{_divisors(m.num_attention_heads)}")
+    _require(m.kv_heads % p.tensor == 0, "parallel.tensor", p.tensor,
+             f"a divisor of the number of KV heads ({m.kv_heads}): {_divisors(m.kv_heads)}")
+    _require(m.ffn_size % p.tensor == 0, "parallel.tensor", p.tensor,
+             f"a divisor of the FFN size ({m.ffn_size})")
+    _require(p.pipeline == 1, "parallel.pipeline", p.pipeline,
+             "1 (pipeline parallelism is not supported yet; use tensor parallelism and ZeRO)")
+    _require(world_size % (p.tensor * p.pipeline) == 0, "parallel.tensor", p.tensor,
+             f"such that tensor × pipeline divides the world size {world_size}: "
+             f"{_divisors(world_size)}")
+    if m.position_embedding == "rope":
+        _require(m.head_dim % 2 == 0, "model.hidden_size", m.hidden_size,
+                 "such that the head dimension is even (RoPE rotates pairs)")
+    _require(m.seq_length >= 1, "model.seq_length", m.seq_length, "at least 1")
+    _require(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "in [0, 1)")
+    _require(0.0 <= m.attention_dropout < 1.0, "model.attention_dropout", m.attention_dropout, "in [0, 1)")
+    _require(t.iters >= 1, "train.iters", t.iters, "at least 1")
+    for key in ("log_interval", "save_interval"):
+        _require(getattr(t, key) >= 1, f"train.{key}", getattr(t, key), "at least 1")
+    _require(t.exit_interval is None or t.exit_interval >= 1, "train.exit_interval", t.exit_interval,
+             "at least 1, or null")
+    _require(t.micro_batch_size >= 1, "train.micro_batch_size", t.micro_batch_size, "at least 1")
+    _require(cfg.optimizer.min_lr <= cfg.optimizer.lr, "optimizer.min_lr", cfg.optimizer.min_lr,
+             f"at most optimizer.lr ({cfg.optimizer.lr})")
+    _require(cfg.optimizer.warmup_iters <= t.iters, "optimizer.warmup_iters", cfg.optimizer.warmup_iters,
+             f"at most train.iters ({t.iters})")
+    _require(bool(cfg.data.path), "data.path", cfg.data.path, "a token store directory (roots-data tokenize)")
+    return _batch_plan(t, world_size // (p.tensor * p.pipeline))
+
+
+def _batch_plan(t: TrainConfig, dp: int) -> BatchPlan:
+    micro = t.micro_batch_size
+    if t.global_batch_size is None:
+        accum = t.gradient_accumulation_steps or 1
+        _require(accum >= 1, "train.gradient_accumulation_steps", accum, "at least 1")
+        return BatchPlan(micro, accum, dp)
+    per_step = micro * dp
+    if t.global_batch_size % per_step != 0:
+        raise ConfigError(
+            f"train.global_batch_size = {t.global_batch_size} is not micro_batch_size ({micro}) × "
+            f"gradient accumulation × data-parallel size ({dp}); valid global batch sizes are "
+            f"multiples of {per_step}, e.g. {per_step * max(1, t.global_batch_size // per_step)}")
+    accum = t.global_batch_size // per_step
+    if t.gradient_accumulation_steps is not None and t.gradient_accumulation_steps != accum:
+        raise ConfigError(
+            f"train.gradient_accumulation_steps = {t.gradient_accumulation_steps} contradicts "
+            f"train.global_batch_size = {t.global_batch_size} with micro_batch_size {micro} on "
+            f"{dp} data-parallel ranks (that needs {accum}); set only one of the two")
+    return BatchPlan(micro, accum, dp)
+
+
+def _require(ok: bool, key: str, value: Any, valid: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} = {value!r} is invalid: it must be {valid}")
+
+
+def _divisors(n: int) -> str:
+    return "valid values are " + ", ".join(str(d) for d in range(1, n + 1) if n % d == 0)
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    """Write the resolved config as YAML, atomically (temp name, then rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    tmp.replace(path)

@@ -1,0 +1,203 @@
+"""Rank discovery for every launcher, process-group setup, and the DeepSpeed `mpu` adapter.
+
+One code path for CPU and GPU: the backend comes from DeepSpeed's accelerator (NCCL on GPUs,
+gloo on CPU). The process groups belong to megatron-core's `parallel_state`; DeepSpeed sees
+them through `MegatronMpu`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Mapping
+
+import torch
+
+
+class DistributedError(RuntimeError):
+    """The launch environment is inconsistent or a process group could not form."""
+
+
+@dataclass(frozen=True)
+class LaunchEnv:
+    """Who this process is in the job, whichever launcher started it."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+    master_addr: str
+    master_port: int
+    launcher: str  # torchrun | slurm | mpi | single
+
+
+def discover_launch_env(environ: Mapping[str, str] | None = None) -> LaunchEnv:
+    """Find rank, local rank and world size from torchrun/deepspeed, SLURM, MPI, or none.
+
+    torchrun and the `deepspeed` launcher set RANK/WORLD_SIZE; they win even inside a SLURM
+    allocation (srun → torchrun). MPI is only asked when an MPI launcher's variables are present,
+    because importing mpi4py initializes MPI.
+    """
+    env = os.environ if environ is None else environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return LaunchEnv(
+            rank=_int(env, "RANK"),
+            local_rank=_int(env, "LOCAL_RANK", default=0),
+            world_size=_int(env, "WORLD_SIZE"),
+            master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
+            master_port=_int(env, "MASTER_PORT", default=29500),
+            launcher="torchrun",
+        )
+    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+        return LaunchEnv(
+            rank=_int(env, "SLURM_PROCID"),
+            local_rank=_int(env, "SLURM_LOCALID", default=0),
+            world_size=_int(env, "SLURM_NTASKS"),
+            master_addr=env.get("MASTER_ADDR") or _first_slurm_host(env),
+            master_port=_int(env, "MASTER_PORT", default=_port_for_job(env.get("SLURM_JOB_ID", "0"))),
+            launcher="slurm",
+        )
+    if any(k in env for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")):
+        return _discover_from_mpi(env)
+    return LaunchEnv(0, 0, 1, "127.0.0.1", _int(env, "MASTER_PORT", default=_free_port()), "single")
+
+
+def _int(env: Mapping[str, str], key: str, default: int | None = None) -> int:
+    raw = env.get(key)
+    if raw is None:
+        if default is None:
+            raise DistributedError(f"environment variable {key} is not set")
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise DistributedError(f"environment variable {key}={raw!r} is not an integer") from None
+
+
+def _first_slurm_host(env: Mapping[str, str]) -> str:
+    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+    if not nodelist:
+        raise DistributedError("SLURM_JOB_NODELIST is not set: cannot find the first node for MASTER_ADDR")
+    try:
+        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], check=True,
+                             capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as err:
+        raise DistributedError(f"scontrol show hostnames {nodelist!r} failed ({err}); set MASTER_ADDR") from err
+    return out.split()[0]
+
+
+def _port_for_job(job_id: str) -> int:
+    """A port every task of one SLURM job agrees on without talking: derived from the job id."""
+    return 20000 + int(hashlib.sha1(job_id.encode()).hexdigest(), 16) % 20000
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _discover_from_mpi(env: Mapping[str, str]) -> LaunchEnv:
+    from mpi4py import MPI  # noqa: PLC0415 - importing initializes MPI: only under an MPI launcher
+
+    comm = MPI.COMM_WORLD
+    local_rank = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+    master_addr = comm.bcast(socket.gethostbyname(socket.gethostname()) if comm.Get_rank() == 0 else None)
+    master_port = comm.bcast(_int(env, "MASTER_PORT", default=_free_port()) if comm.Get_rank() == 0 else None)
+    return LaunchEnv(comm.Get_rank(), local_rank, comm.Get_size(), master_addr, master_port, "mpi")
+
+
+def init_distributed(launch: LaunchEnv, tensor_parallel: int, timeout_minutes: int = 30) -> None:
+    """Form the default process group and megatron-core's model-parallel groups."""
+    import deepspeed
+    from deepspeed.accelerator import get_accelerator
+    from megatron.core import parallel_state
+
+    os.environ.update(RANK=str(launch.rank), LOCAL_RANK=str(launch.local_rank),
+                      WORLD_SIZE=str(launch.world_size), MASTER_ADDR=launch.master_addr,
+                      MASTER_PORT=str(launch.master_port))
+    accelerator = get_accelerator()
+    if accelerator.device_name() != "cpu":
+        accelerator.set_device(launch.local_rank)
+    backend = accelerator.communication_backend_name()
+    if not torch.distributed.is_initialized():
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False,
+                                   timeout=timedelta(minutes=timeout_minutes))
+    if not parallel_state.model_parallel_is_initialized():
+        parallel_state.initialize_model_parallel(
+            tensor_model_parallel_size=tensor_parallel,
+            distributed_timeout_minutes=timeout_minutes,
+            create_gloo_process_groups=backend != "gloo",  # on gloo the main groups already are gloo
+        )
+
+
+def destroy_distributed() -> None:
+    """Tear down the groups so a process can exit (or a test can start another world) cleanly."""
+    from megatron.core import parallel_state
+
+    parallel_state.destroy_model_parallel()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+class MegatronMpu:
+    """DeepSpeed's `mpu` interface over megatron-core's groups (model parallel = tensor × pipeline)."""
+
+    def __init__(self) -> None:
+        from megatron.core import parallel_state
+
+        self._ps = parallel_state
+
+    def get_model_parallel_group(self):
+        return self._ps.get_model_parallel_group()
+
+    def get_model_parallel_rank(self) -> int:
+        return torch.distributed.get_rank(group=self.get_model_parallel_group())
+
+    def get_model_parallel_world_size(self) -> int:
+        return torch.distributed.get_world_size(group=self.get_model_parallel_group())
+
+    def get_tensor_model_parallel_group(self):
+        return self._ps.get_tensor_model_parallel_group()
+
+    def get_tensor_model_parallel_rank(self) -> int:
+        return self._ps.get_tensor_model_parallel_rank()
+
+    def get_tensor_model_parallel_world_size(self) -> int:
+        return self._ps.get_tensor_model_parallel_world_size()
+
+    def get_tensor_model_parallel_src_rank(self) -> int:
+        return self._ps.get_tensor_model_parallel_src_rank()
+
+    # DeepSpeed calls tensor parallelism "slice parallel" in places.
+    get_slice_parallel_group = get_tensor_model_parallel_group
+    get_slice_parallel_rank = get_tensor_model_parallel_rank
+    get_slice_parallel_world_size = get_tensor_model_parallel_world_size
+
+    def get_pipeline_model_parallel_group(self):
+        return self._ps.get_pipeline_model_parallel_group()
+
+    def get_pipeline_model_parallel_rank(self) -> int:
+        return self._ps.get_pipeline_model_parallel_rank()
+
+    def get_pipeline_model_parallel_world_size(self) -> int:
+        return self._ps.get_pipeline_model_parallel_world_size()
+
+    get_pipe_parallel_group = get_pipeline_model_parallel_group
+    get_pipe_parallel_rank = get_pipeline_model_parallel_rank
+    get_pipe_parallel_world_size = get_pipeline_model_parallel_world_size
+
+    def get_data_parallel_group(self):
+        return self._ps.get_data_parallel_group()
+
+    def get_data_parallel_rank(self) -> int:
+        return self._ps.get_data_parallel_rank()
+
+    def get_data_parallel_world_size(self) -> int:
+        return self._ps.get_data_parallel_world_size()
+
+    def get_data_parallel_group_ranks(self) -> list[int]:
+        return torch.distributed.get_process_group_ranks(self.get_data_parallel_group())

@@ -1,0 +1,173 @@
+"""Transformer building blocks on megatron-core's tensor-parallel layers.
+
+Parallelism lives in the layers: a ColumnParallelLinear holds this rank's slice of the output
+features, a RowParallelLinear sums partial products across the tensor-parallel group. Weights
+are initialized on the full (unsharded) matrix from the seed and then sliced, so a model is the
+same function whatever tensor-parallel size builds it. Fused weights are laid out so that a
+contiguous slice is self-contained: QKV grouped per KV head, SwiGLU's gate/up interleaved by
+`stride=2`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from megatron.core import tensor_parallel
+from megatron.core.model_parallel_config import ModelParallelConfig
+from torch import nn
+
+from roots_scale.config import ModelConfig
+
+InitMethod = Callable[[torch.Tensor], torch.Tensor]
+
+
+def parallel_config(tensor_parallel_size: int) -> ModelParallelConfig:
+    """The megatron-core settings our layers need: full-weight CPU init, no fused CUDA paths."""
+    return ModelParallelConfig(
+        tensor_model_parallel_size=tensor_parallel_size,
+        use_cpu_initialization=True,
+        perform_initialization=True,
+        params_dtype=torch.float32,
+        gradient_accumulation_fusion=False,
+        sequence_parallel=False,
+    )
+
+
+def normal_init(std: float) -> InitMethod:
+    return lambda weight: nn.init.normal_(weight, mean=0.0, std=std)
+
+
+def output_init(cfg: ModelConfig) -> InitMethod:
+    """GPT-2's scaled init for projections that write into the residual stream."""
+    return normal_init(cfg.init_std / math.sqrt(2.0 * cfg.num_layers))
+
+
+def padded_vocab_size(vocab_size: int, divisible_by: int) -> int:
+    """Pad the vocabulary to a multiple of `divisible_by`, independent of the tensor-parallel size."""
+    return divisible_by * math.ceil(vocab_size / divisible_by)
+
+
+def make_norm(cfg: ModelConfig) -> nn.Module:
+    if cfg.normalization == "rmsnorm":
+        return nn.RMSNorm(cfg.hidden_size, eps=cfg.norm_eps)
+    return nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding (RoPE), rotate-half convention."""
+
+    def __init__(self, head_dim: int, theta: float) -> None:
+        super().__init__()
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = torch.arange(seq_len, device=device, dtype=torch.float32)
+        angles = torch.outer(positions, self.inv_freq.to(device))
+        angles = torch.cat((angles, angles), dim=-1)  # [seq, head_dim]
+        return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate `x` [batch, heads, seq, head_dim] by the position angles."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return (x.float() * cos + rotated.float() * sin).to(x.dtype)
+
+
+class Attention(nn.Module):
+    """Multi-head / grouped-query self-attention, heads split across tensor-parallel ranks."""
+
+    def __init__(self, cfg: ModelConfig, mp: ModelParallelConfig) -> None:
+        super().__init__()
+        tp = mp.tensor_model_parallel_size
+        self.head_dim = cfg.head_dim
+        self.q_per_kv = cfg.num_attention_heads // cfg.kv_heads
+        self.local_kv_heads = cfg.kv_heads // tp
+        self.local_heads = cfg.num_attention_heads // tp
+        self.dropout = cfg.attention_dropout
+        qkv_size = cfg.kv_heads * (self.q_per_kv + 2) * cfg.head_dim
+        self.qkv = tensor_parallel.ColumnParallelLinear(
+            cfg.hidden_size, qkv_size, config=mp, init_method=normal_init(cfg.init_std),
+            bias=cfg.bias, gather_output=False)
+        self.proj = tensor_parallel.RowParallelLinear(
+            cfg.num_attention_heads * cfg.head_dim, cfg.hidden_size, config=mp,
+            init_method=output_init(cfg), bias=cfg.bias, input_is_parallel=True, skip_bias_add=False)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
+                padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        batch, seq, _ = x.shape
+        qkv, _ = self.qkv(x)
+        qkv = qkv.view(batch, seq, self.local_kv_heads, self.q_per_kv + 2, self.head_dim)
+        q = qkv[:, :, :, : self.q_per_kv].reshape(batch, seq, self.local_heads, self.head_dim)
+        k, v = qkv[:, :, :, self.q_per_kv], qkv[:, :, :, self.q_per_kv + 1]
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [batch, heads, seq, head_dim]
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=padding_mask, is_causal=padding_mask is None,
+            dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=self.local_kv_heads != self.local_heads)
+        out, _ = self.proj(out.transpose(1, 2).reshape(batch, seq, self.local_heads * self.head_dim))
+        return out
+
+
+class MLP(nn.Module):
+    """GELU MLP (GPT-2) or SwiGLU (Llama); the hidden features are split across ranks."""
+
+    def __init__(self, cfg: ModelConfig, mp: ModelParallelConfig) -> None:
+        super().__init__()
+        self.swiglu = cfg.activation == "swiglu"
+        width = 2 * cfg.ffn_size if self.swiglu else cfg.ffn_size
+        self.fc_in = tensor_parallel.ColumnParallelLinear(
+            cfg.hidden_size, width, config=mp, init_method=normal_init(cfg.init_std),
+            bias=cfg.bias, gather_output=False, stride=2 if self.swiglu else 1)
+        self.fc_out = tensor_parallel.RowParallelLinear(
+            cfg.ffn_size, cfg.hidden_size, config=mp, init_method=output_init(cfg),
+            bias=cfg.bias, input_is_parallel=True, skip_bias_add=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, _ = self.fc_in(x)
+        if self.swiglu:
+            gate, up = h.chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        else:
+            h = F.gelu(h, approximate="tanh")
+        out, _ = self.fc_out(h)
+        return out
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, cfg: ModelConfig, mp: ModelParallelConfig) -> None:
+        super().__init__()
+        self.attn_norm = make_norm(cfg)
+        self.attn = Attention(cfg, mp)
+        self.mlp_norm = make_norm(cfg)
+        self.mlp = MLP(cfg, mp)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
+                padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.attn_norm(x), rope, padding_mask))
+        return x + self.dropout(self.mlp(self.mlp_norm(x)))
+
+
+def parallel_logits(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Logits for this rank's vocabulary slice from a (tied) vocab-parallel weight."""
+    hidden = tensor_parallel.copy_to_tensor_model_parallel_region(hidden)
+    return F.linear(hidden, weight)
+
+
+def parallel_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
+                           loss_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean token cross-entropy over vocab-parallel logits, never gathering the full vocabulary."""
+    losses = tensor_parallel.vocab_parallel_cross_entropy(logits.float(), labels)
+    if loss_mask is None:
+        return losses.mean()
+    loss_mask = loss_mask.float()
+    return (losses * loss_mask).sum() / loss_mask.sum().clamp(min=1.0)

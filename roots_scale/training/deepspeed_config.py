@@ -1,0 +1,36 @@
+"""The DeepSpeed config, derived from the typed config so users never keep two files in sync."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from roots_scale.config import BatchPlan, Config
+
+
+def build_deepspeed_config(cfg: Config, plan: BatchPlan) -> dict[str, Any]:
+    """Batch arithmetic, precision, clipping and ZeRO from `cfg`; `cfg.deepspeed` merged on top."""
+    derived: dict[str, Any] = {
+        "train_batch_size": plan.global_batch_size,
+        "train_micro_batch_size_per_gpu": plan.micro_batch_size,
+        "gradient_accumulation_steps": plan.gradient_accumulation_steps,
+        "gradient_clipping": cfg.optimizer.clip_grad,
+        "zero_optimization": {"stage": cfg.parallel.zero_stage},
+        "bf16": {"enabled": cfg.train.precision == "bf16"},
+        "fp16": {"enabled": cfg.train.precision == "fp16", "loss_scale": 0,
+                 "initial_scale_power": 16, "loss_scale_window": 1000, "hysteresis": 2,
+                 "min_loss_scale": 1},
+        "steps_per_print": 10**9,  # the trainer logs; keep DeepSpeed quiet
+        "wall_clock_breakdown": False,
+    }
+    return _merge(derived, cfg.deepspeed)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
