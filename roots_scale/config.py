@@ -327,7 +327,8 @@ def validate(cfg: Config, world_size: int) -> BatchPlan:
              f"at most optimizer.lr ({cfg.optimizer.lr})")
     _require(cfg.optimizer.warmup_iters <= t.iters, "optimizer.warmup_iters", cfg.optimizer.warmup_iters,
              f"at most train.iters ({t.iters})")
-    _require(bool(cfg.data.path), "data.path", cfg.data.path, "a token store directory (roots-data tokenize)")
+    _require(bool(cfg.data.path) and Path(cfg.data.path).is_dir(), "data.path", cfg.data.path,
+             "an existing token store directory (made by `roots-data tokenize`)")
     return _batch_plan(t, world_size // (p.tensor * p.pipeline))
 
 

@@ -1,0 +1,54 @@
+# The two commands: `make demo` (the whole path on a laptop CPU) and `make test` (the suite).
+# Each creates .venv and installs everything first. torch is installed on its own, pinned, so pip
+# never swaps in a CUDA build; point TORCH_PIP_ARGS at another index if your machine needs one,
+# e.g. make demo TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_PIP_ARGS ?=
+PYTEST_ARGS ?=
+DEMO := runs/demo
+NPROC ?= 2
+TRAIN := $(BIN)/torchrun --standalone --nproc_per_node $(NPROC) roots_scale/pretrain.py \
+	--config configs/tiny_gpt.yaml data.path=$(DEMO)/store run.output_dir=$(DEMO)/tiny_gpt \
+	train.exit_interval=20
+
+.PHONY: setup demo test clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "torch==2.13.0" $(TORCH_PIP_ARGS)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	@echo "== 1/5 built-in corpus: a MediaWiki XML dump and a Common Crawl-style WARC"
+	$(BIN)/roots-data demo-corpus --output $(DEMO)/raw
+	@echo "== 2/5 extract documents"
+	$(BIN)/roots-data extract --format wikipedia --output $(DEMO)/docs $(DEMO)/raw/wikipedia/demowiki-pages-articles.xml.bz2
+	$(BIN)/roots-data extract --format warc --output $(DEMO)/docs $(DEMO)/raw/commoncrawl/demo.warc.gz
+	@echo "== 3/5 train a sentencepiece tokenizer"
+	$(BIN)/roots-data train-tokenizer --input $(DEMO)/docs --output $(DEMO)/tokenizer/spm --vocab-size 2000
+	@echo "== 4/5 tokenize into the Arrow token store"
+	$(BIN)/roots-data tokenize --input $(DEMO)/docs --tokenizer $(DEMO)/tokenizer/spm.model --output $(DEMO)/store
+	$(BIN)/roots-data verify $(DEMO)/store
+	@echo "== 5/5 train a tiny GPT on $(NPROC) CPU processes (gloo, ZeRO-1)"
+	rm -rf $(DEMO)/tiny_gpt
+	@echo "-- first run: stops after step 20 with a checkpoint, as a preempted job would (exit code 3)"
+	$(TRAIN) || test $$? -eq 3
+	@echo "-- the same command again: resumes from the checkpoint and finishes"
+	$(TRAIN)
+
+test: setup
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then \
+		if [ -n "$(PYTEST_ARGS)" ]; then echo "make test: no test matched PYTEST_ARGS=$(PYTEST_ARGS)"; exit 0; fi; \
+		echo "make test: pytest collected no tests: the suite is missing"; exit 1; \
+	fi; exit $$rc
+
+clean:
+	rm -rf runs .pytest_cache

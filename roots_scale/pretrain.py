@@ -1,0 +1,133 @@
+"""Pretraining entry point: `roots-train --config configs/tiny_gpt.yaml train.iters=50 ...`.
+
+Runs under torchrun, the `deepspeed` launcher, srun, mpirun or plain python. Restarting the same
+command resumes from the run directory's latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python roots_scale/pretrain.py`: import the package, not its folder
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np
+import torch
+
+from roots_scale.config import BatchPlan, Config, ConfigError, load_config, save_config, validate
+from roots_scale.distributed import (
+    DistributedError,
+    LaunchEnv,
+    MegatronMpu,
+    destroy_distributed,
+    discover_launch_env,
+    init_distributed,
+)
+
+EXIT_OK = 0
+EXIT_BAD_CONFIG = 2
+EXIT_INTERRUPTED = 3  # stopped early on purpose (exit interval); rerun the same command to continue
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        prog="roots-train",
+        description="Pretrain a GPT with DeepSpeed ZeRO × megatron-core tensor parallelism.",
+        epilog="Overrides: section.key=value, e.g. train.iters=50 parallel.tensor=2 optimizer.lr=3e-4")
+    parser.add_argument("--config", help="YAML config (see configs/); defaults apply when omitted")
+    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)  # deepspeed launcher
+    return parser.parse_known_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, overrides = parse_args(argv)
+    try:
+        cfg = load_config(args.config, overrides)
+        launch = discover_launch_env()
+        plan = validate(cfg, launch.world_size)
+        if cfg.model.arch != "gpt":
+            raise ConfigError(f"model.arch = {cfg.model.arch!r}: only 'gpt' can be trained so far")
+    except (ConfigError, DistributedError) as err:
+        print(f"roots-train: error: {err}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    init_distributed(launch, cfg.parallel.tensor)
+    try:
+        result = train(cfg, plan, launch)
+    finally:
+        destroy_distributed()
+    return EXIT_INTERRUPTED if result.reason == "exit_interval" else EXIT_OK
+
+
+def seed_everything(seed: int) -> None:
+    """The same seed on every rank: weights are initialized whole, then sliced per rank."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(cfg: Config, plan: BatchPlan, launch: LaunchEnv):
+    """Build data, model and engine on an initialized world, then run the trainer."""
+    import deepspeed
+    import torch.distributed as dist
+    from megatron.core import parallel_state
+
+    from roots_scale.data.gpt_dataset import GPTDataset
+    from roots_scale.data.loader import DistributedBatches
+    from roots_scale.data.token_store import TokenStore
+    from roots_scale.models.gpt import GPT
+    from roots_scale.models.layers import padded_vocab_size
+    from roots_scale.training.checkpoint import CheckpointManager
+    from roots_scale.training.deepspeed_config import build_deepspeed_config
+    from roots_scale.training.metrics import MetricsLogger
+    from roots_scale.training.optimizer import build_optimizer
+    from roots_scale.training.trainer import Trainer
+
+    run_dir = Path(cfg.run.output_dir)
+    is_writer = launch.rank == 0
+    if is_writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    dist.barrier()
+
+    store = TokenStore(cfg.data.path)
+    dataset = GPTDataset(store, cfg.model.seq_length, cfg.train.iters * plan.global_batch_size,
+                         seed=cfg.train.seed, max_epochs=cfg.data.num_epochs)
+    batches = DistributedBatches(dataset, plan.micro_batch_size, plan.gradient_accumulation_steps,
+                                 parallel_state.get_data_parallel_rank(), plan.data_parallel_size)
+
+    seed_everything(cfg.train.seed)
+    vocab = padded_vocab_size(cfg.model.vocab_size or store.vocab_size, cfg.model.make_vocab_size_divisible_by)
+    model = GPT(cfg.model, vocab, cfg.parallel.tensor)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=build_optimizer(model, cfg.optimizer),
+        config=build_deepspeed_config(cfg, plan), mpu=MegatronMpu())
+
+    metrics = MetricsLogger(run_dir, enabled=is_writer, tensorboard=cfg.run.tensorboard)
+    trainer = Trainer(cfg, engine, batches, CheckpointManager(run_dir / "checkpoints"), metrics,
+                      parallel_state.get_data_parallel_group())
+    try:
+        result = trainer.fit()
+    finally:
+        metrics.close()
+    if is_writer:
+        _print_summary(run_dir, result, sum(p.numel() for p in model.parameters()), launch, plan)
+    return result
+
+
+def _print_summary(run_dir: Path, result, local_params: int, launch: LaunchEnv, plan: BatchPlan) -> None:
+    resumed = f"resumed from step {result.resumed_from}" if result.resumed_from else "fresh start"
+    print(f"\nroots-train: {result.reason} at step {result.step} ({resumed}; {launch.world_size} processes, "
+          f"DP={plan.data_parallel_size}, global batch {plan.global_batch_size}; "
+          f"{local_params:,} parameters on rank 0)")
+    print(f"  run directory : {run_dir}")
+    print(f"  checkpoints   : {run_dir / 'checkpoints'}")
+    print(f"  metrics       : {run_dir / 'metrics.jsonl'}")
+    print(f"  tensorboard   : tensorboard --logdir {run_dir / 'tensorboard'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
