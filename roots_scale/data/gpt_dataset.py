@@ -10,10 +10,12 @@ Sample i is a pure function of (store, seq_length, num_samples, seed), identical
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from roots_scale.data.token_store import TokenStore
+if TYPE_CHECKING:
+    from roots_scale.data.token_store import TokenStore
 
 
 class DatasetError(ValueError):
