@@ -38,8 +38,8 @@ demo: setup
 	$(BIN)/roots-data verify $(DEMO)/store
 	@echo "== 5/5 train a tiny GPT on $(NPROC) CPU processes (gloo, ZeRO-1)"
 	rm -rf $(DEMO)/tiny_gpt
-	@echo "-- first run: stops after step 20 with a checkpoint, as a preempted job would (exit code 3)"
-	$(TRAIN) || test $$? -eq 3
+	@echo "-- first run: stops after step 20 with a checkpoint, as a preempted job would"
+	$(TRAIN)
 	@echo "-- the same command again: resumes from the checkpoint and finishes"
 	$(TRAIN)
 

@@ -28,9 +28,8 @@ from roots_scale.distributed import (
     init_distributed,
 )
 
-EXIT_OK = 0
+EXIT_OK = 0  # finished, or stopped at train.exit_interval (rerun the same command to continue)
 EXIT_BAD_CONFIG = 2
-EXIT_INTERRUPTED = 3  # stopped early on purpose (exit interval); rerun the same command to continue
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -56,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_CONFIG
     init_distributed(launch, cfg.parallel.tensor)
     try:
-        result = train(cfg, plan, launch)
+        train(cfg, plan, launch)
     finally:
         destroy_distributed()
-    return EXIT_INTERRUPTED if result.reason == "exit_interval" else EXIT_OK
+    return EXIT_OK
 
 
 def seed_everything(seed: int) -> None:
@@ -127,6 +126,8 @@ def _print_summary(run_dir: Path, result, local_params: int, launch: LaunchEnv, 
     print(f"  checkpoints   : {run_dir / 'checkpoints'}")
     print(f"  metrics       : {run_dir / 'metrics.jsonl'}")
     print(f"  tensorboard   : tensorboard --logdir {run_dir / 'tensorboard'}")
+    if result.reason == "exit_interval":
+        print("  stopped at train.exit_interval: run the same command again to continue from here")
 
 
 if __name__ == "__main__":
