@@ -1,0 +1,53 @@
+"""Training through DeepSpeed computes the same thing on any layout and under either launcher."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from distributed_helpers import ROOT, torchrun
+from store_helpers import write_random_store
+
+STEPS = 8
+COMMON = ["--config", "configs/tiny_gpt.yaml", f"train.iters={STEPS}", "train.log_interval=1"]
+
+
+def losses(run_dir: Path) -> list[tuple[float, float]]:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, STEPS + 1))
+    return [(r["loss"], r["grad_norm"]) for r in records]
+
+
+@pytest.mark.slow
+def test_tensor_and_data_parallel_match_one_process(tmp_path: Path) -> None:
+    store = write_random_store(tmp_path / "store")
+    data = [f"data.path={store}"]
+    runs = {
+        # (processes, overrides): each has global batch 8 = micro 4 × accumulation × DP
+        "tp1": (1, ["train.gradient_accumulation_steps=2"]),
+        "tp2": (2, ["train.gradient_accumulation_steps=2", "parallel.tensor=2"]),
+    }
+    results = {}
+    for name, (nproc, overrides) in runs.items():
+        proc = torchrun(nproc, "roots_scale/pretrain.py", *COMMON, *data, *overrides,
+                        f"run.output_dir={tmp_path / name}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results[name] = losses(tmp_path / name)
+
+    deepspeed_launcher = Path(sys.executable).parent / "deepspeed"
+    proc = subprocess.run(
+        [str(deepspeed_launcher), "--num_gpus", "2", "--master_port", "29561", "roots_scale/pretrain.py",
+         *COMMON, *data, "train.gradient_accumulation_steps=1", f"run.output_dir={tmp_path / 'dp2'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results["dp2"] = losses(tmp_path / "dp2")
+
+    for name in ("tp2", "dp2"):
+        for (loss, norm), (ref_loss, ref_norm) in zip(results[name], results["tp1"]):
+            assert loss == pytest.approx(ref_loss, rel=1e-5), name
+            assert norm == pytest.approx(ref_norm, rel=1e-5), name
