@@ -10,7 +10,7 @@ TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 DEMO := runs/demo
 NPROC ?= 2
-TRAIN := $(BIN)/torchrun --standalone --nproc_per_node $(NPROC) roots_scale/pretrain.py \
+TRAIN := OMP_NUM_THREADS=1 $(BIN)/torchrun --standalone --nproc_per_node $(NPROC) roots_scale/pretrain.py \
 	--config configs/tiny_gpt.yaml data.path=$(DEMO)/store run.output_dir=$(DEMO)/tiny_gpt \
 	train.exit_interval=20
 
@@ -42,6 +42,14 @@ demo: setup
 	$(TRAIN)
 	@echo "-- the same command again: resumes from the checkpoint and finishes"
 	$(TRAIN)
+	@echo ""
+	@echo "Demo complete. Everything is under $(DEMO)/:"
+	@echo "  raw/        the built-in corpus (MediaWiki XML dump, WARC)"
+	@echo "  docs/       extracted document shards (Parquet)"
+	@echo "  tokenizer/  sentencepiece model"
+	@echo "  store/      Arrow token store + manifest.json"
+	@echo "  tiny_gpt/   the run: config.yaml, checkpoints/, metrics.jsonl, tensorboard/"
+	@echo "Open tensorboard with: $(BIN)/tensorboard --logdir $(DEMO)/tiny_gpt/tensorboard"
 
 test: setup
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \

@@ -1,0 +1,1 @@
+"""The corpus pipeline: raw Common Crawl / Wikipedia / JSONL in, a tokenized token store out."""

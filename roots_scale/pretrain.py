@@ -10,6 +10,7 @@ import argparse
 import os
 import random
 import sys
+import warnings
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python roots_scale/pretrain.py`: import the package, not its folder
@@ -17,6 +18,11 @@ if __package__ in (None, ""):  # run as `python roots_scale/pretrain.py`: import
 
 import numpy as np
 import torch
+
+# Library chatter that says nothing about this run: megatron-core's optional fused kernels, and a
+# DeepSpeed call into a torch API torch has renamed.
+warnings.filterwarnings("ignore", message="Transformer Engine and Apex are not installed")
+warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.* is deprecated")
 
 from roots_scale.config import BatchPlan, Config, ConfigError, load_config, save_config, validate
 from roots_scale.distributed import (

@@ -1,0 +1,1 @@
+"""Source readers: each turns one raw input file (WARC, WET, Wikipedia XML, JSONL) into Documents."""

@@ -1,0 +1,121 @@
+"""The `roots-data` command line: one subcommand per pipeline stage.
+
+Errors the user can fix (DataToolsError, TokenStoreError) print their message and exit 2,
+with no traceback; `verify` exits 1 when the store has problems.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from data_tools.demo_corpus import build_demo_corpus
+from data_tools.errors import DataToolsError
+from data_tools.extract import FORMATS, extract_files
+from data_tools.tokenize_shards import tokenize_shards
+from data_tools.tokenizer import MODEL_TYPES, Tokenizer, train_tokenizer
+from roots_scale.data.token_store import TokenStoreError, read_manifest, verify_store
+
+
+def _demo_corpus(args: argparse.Namespace) -> int:
+    """Write the built-in demo corpus."""
+    for source, path in build_demo_corpus(args.output).items():
+        print(f"{source}: {path} ({path.stat().st_size:,} bytes)")
+    return 0
+
+
+def _extract(args: argparse.Namespace) -> int:
+    """Extract raw inputs into document shards."""
+    for result in extract_files(args.inputs, args.format, args.output, args.text_field, args.overwrite):
+        print(result.summary())
+    return 0
+
+
+def _train_tokenizer(args: argparse.Namespace) -> int:
+    """Train the sentencepiece tokenizer."""
+    model_path = train_tokenizer(args.input, args.output, args.vocab_size, args.model_type, args.max_sentences)
+    tokenizer = Tokenizer(model_path)
+    print(f"{model_path}: vocab_size {tokenizer.vocab_size}, special ids {tokenizer.special_tokens}, "
+          f"fingerprint {tokenizer.fingerprint}")
+    return 0
+
+
+def _tokenize(args: argparse.Namespace) -> int:
+    """Tokenize document shards into a token store."""
+    manifest = tokenize_shards(args.input, args.tokenizer, args.output, args.num_workers)
+    print(f"{args.output}: {len(manifest['files'])} files, {manifest['num_documents']:,} documents, "
+          f"{manifest['num_tokens']:,} tokens ({manifest['dtype']}), fingerprint {manifest['fingerprint']}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    """Fully check a token store; exit 1 listing the problems if it is not sound."""
+    problems = verify_store(args.store)
+    if problems:
+        print(f"{args.store}: {len(problems)} problem(s)", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    manifest = read_manifest(args.store)
+    print(f"{args.store}: OK: {len(manifest['files'])} files, {manifest['num_documents']:,} documents, "
+          f"{manifest['num_tokens']:,} tokens ({manifest['dtype']}, vocab {manifest['vocab_size']}), "
+          f"fingerprint {manifest['fingerprint']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="roots-data", description="Corpus pipeline: raw text to a token store.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo-corpus", help="write a small built-in corpus in WARC and MediaWiki XML form")
+    demo.add_argument("--output", type=Path, required=True, metavar="DIR")
+    demo.set_defaults(run=_demo_corpus)
+
+    extract = commands.add_parser("extract", help="extract documents from raw inputs into Parquet shards")
+    extract.add_argument("--format", choices=FORMATS, required=True)
+    extract.add_argument("--output", type=Path, required=True, metavar="DIR")
+    extract.add_argument("--text-field", default="text", help="JSONL field holding the text (default: text)")
+    extract.add_argument("--overwrite", action="store_true", help="redo inputs whose shard already exists")
+    extract.add_argument("inputs", type=Path, nargs="+", metavar="INPUT")
+    extract.set_defaults(run=_extract)
+
+    train = commands.add_parser("train-tokenizer", help="train a lossless sentencepiece tokenizer on shards")
+    train.add_argument("--input", type=Path, required=True, metavar="DOCS_DIR")
+    train.add_argument("--output", type=Path, required=True, metavar="PREFIX", help="writes PREFIX.model/.vocab")
+    train.add_argument("--vocab-size", type=int, required=True)
+    train.add_argument("--model-type", choices=MODEL_TYPES, default="bpe")
+    train.add_argument("--max-sentences", type=int, default=2_000_000, help="sample at most this many lines")
+    train.set_defaults(run=_train_tokenizer)
+
+    tokenize = commands.add_parser("tokenize", help="tokenize shards into a memory-mapped token store")
+    tokenize.add_argument("--input", type=Path, required=True, metavar="DOCS_DIR")
+    tokenize.add_argument("--tokenizer", type=Path, required=True, metavar="PREFIX.model")
+    tokenize.add_argument("--output", type=Path, required=True, metavar="STORE_DIR")
+    tokenize.add_argument("--num-workers", type=int, default=1)
+    tokenize.set_defaults(run=_tokenize)
+
+    verify = commands.add_parser("verify", help="fully check a token store against its manifest")
+    verify.add_argument("store", type=Path, metavar="STORE_DIR")
+    verify.set_defaults(run=_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; return (and, as a console script, exit with) its status."""
+    args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    try:
+        status = args.run(args)
+    except (DataToolsError, TokenStoreError) as exc:
+        print(f"roots-data {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"roots-data {args.command}: done in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Common Crawl readers: WARC `response` records (HTML → text) and WET `conversion` records.
+
+WARC goes through warcio. WET is split on its `WARC/1.x` version lines instead of trusting
+Content-Length, as cc_net does: WET text is plain UTF-8 and some real files (e.g. cc_net's
+sample) carry lengths that do not match their bodies.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from warcio.archiveiterator import ArchiveIterator
+from warcio.recordloader import ArcWarcRecord
+
+from data_tools.sources.base import Document, hashed_id
+from data_tools.sources.html_text import html_to_text
+
+SOURCE = "commoncrawl"
+MAX_HTML_BYTES = 5 * 1024 * 1024
+_HTML_TYPES = ("text/html", "application/xhtml+xml")
+_VERSION_LINES = (b"WARC/1.0", b"WARC/1.1")
+# What a damaged gzip stream raises mid-file; after one of these the rest of the file is unreadable.
+_GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
+
+
+class _ArchiveIterator(ArchiveIterator):
+    """warcio's iterator, also noting whether the input ended inside a gzip member.
+
+    warcio stops silently at the end of a truncated .warc.gz; an unfinished last member
+    (zlib's `eof` still False when warcio closes its decompressor) is how truncation shows.
+    """
+
+    ended_mid_member = False
+
+    def close(self) -> None:
+        """Record the decompressor's state, then close as warcio does."""
+        decompressor = self.reader.decompressor if self.reader else None
+        self.ended_mid_member = decompressor is not None and not decompressor.eof
+        super().close()
+
+
+def read_warc(path: Path, skipped: Counter, max_html_bytes: int = MAX_HTML_BYTES) -> Iterator[Document]:
+    """Yield one Document per 200 HTML `response` record; count every other record in `skipped`."""
+    with open(path, "rb") as stream:
+        records = _ArchiveIterator(stream)
+        while True:
+            try:
+                record = next(records)
+            except StopIteration:
+                if records.ended_mid_member:
+                    skipped["truncated_archive"] += 1
+                return
+            except Exception:  # noqa: BLE001
+                # warcio reports damage with many types (ArchiveLoadFailed, EOFError, zlib.error, and
+                # AttributeError/ValueError on missing or bad headers); nothing after it is readable.
+                skipped["malformed_archive"] += 1
+                return
+            document = _response_document(record, skipped, max_html_bytes)
+            if document is not None:
+                yield document
+
+
+def _response_document(record: ArcWarcRecord, skipped: Counter, max_html_bytes: int) -> Document | None:
+    """The Document for one WARC record, or None after counting why it was skipped."""
+    if record.rec_type != "response":
+        skipped[f"not_response:{record.rec_type}"] += 1
+        return None
+    http = record.http_headers
+    if http is None:
+        skipped["no_http_headers"] += 1
+        return None
+    status = http.get_statuscode()
+    if status != "200":
+        skipped[f"http_status:{status}"] += 1
+        return None
+    content_type = (http.get_header("Content-Type") or "").lower()
+    if not content_type.startswith(_HTML_TYPES):
+        skipped["not_html"] += 1
+        return None
+    if record.rec_headers.get_header("WARC-Truncated"):
+        skipped["truncated"] += 1
+        return None
+    try:
+        payload = record.content_stream().read(max_html_bytes + 1)
+    except (OSError, zlib.error, ValueError):
+        skipped["malformed_payload"] += 1
+        return None
+    if len(payload) > max_html_bytes:
+        skipped["too_large"] += 1
+        return None
+    if getattr(record.raw_stream, "limit", 0) > 0:  # the block ended before its Content-Length
+        skipped["truncated_record"] += 1
+        return None
+    text = html_to_text(payload.decode(_charset(content_type), errors="replace"))
+    if not text:
+        skipped["empty_text"] += 1
+        return None
+    url = record.rec_headers.get_header("WARC-Target-URI")
+    record_id = record.rec_headers.get_header("WARC-Record-ID") or ""
+    return Document(hashed_id(SOURCE, record_id, url or ""), text, SOURCE, url)
+
+
+def _charset(content_type: str) -> str:
+    """The codec named by a Content-Type's charset parameter, or utf-8 if absent or unknown."""
+    for parameter in content_type.split(";")[1:]:
+        name, _, value = parameter.strip().partition("=")
+        if name.strip() == "charset":
+            try:
+                return codecs.lookup(value.strip().strip("\"'")).name
+            except LookupError:
+                break
+    return "utf-8"
+
+
+def read_wet(path: Path, skipped: Counter) -> Iterator[Document]:
+    """Yield one Document per WET `conversion` record; count every other record in `skipped`."""
+    with _open_binary(path) as stream:
+        try:
+            for headers, body in _wet_records(stream):
+                document = _conversion_document(headers, body, skipped)
+                if document is not None:
+                    yield document
+        except _GZIP_ERRORS:
+            skipped["malformed_archive"] += 1
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    """Open a file for binary reading, transparently gunzipping it if it starts with the gzip magic."""
+    with open(path, "rb") as probe:
+        magic = probe.read(2)
+    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
+
+
+def _wet_records(stream: BinaryIO) -> Iterator[tuple[dict[str, str], bytes]]:
+    """Split a WET stream into (headers, body) at each `WARC/1.x` line."""
+    headers: dict[str, str] | None = None
+    body: list[bytes] = []
+    in_headers = False
+    for line in stream:
+        if line.rstrip(b"\r\n") in _VERSION_LINES:
+            if headers is not None:
+                yield headers, b"".join(body)
+            headers, body, in_headers = {}, [], True
+        elif headers is None:
+            continue  # bytes before the first record: nothing to attach them to
+        elif in_headers:
+            name, sep, value = line.decode("utf-8", errors="replace").partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+            elif not line.strip():
+                in_headers = False
+        else:
+            body.append(line)
+    if headers is not None:
+        yield headers, b"".join(body)
+
+
+def _conversion_document(headers: dict[str, str], body: bytes, skipped: Counter) -> Document | None:
+    """The Document for one WET record, or None after counting why it was skipped."""
+    record_type = headers.get("warc-type", "")
+    if record_type != "conversion":
+        skipped[f"not_conversion:{record_type or 'missing'}"] += 1
+        return None
+    try:
+        text = body.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        skipped["bad_encoding"] += 1
+        return None
+    if not text:
+        skipped["empty_text"] += 1
+        return None
+    url = headers.get("warc-target-uri")
+    record_id = headers.get("warc-record-id", "")
+    return Document(hashed_id(SOURCE, record_id, url or ""), text, SOURCE, url)

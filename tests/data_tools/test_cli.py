@@ -1,0 +1,68 @@
+"""The `roots-data` command line: the whole pipeline, verify's exit codes, errors without tracebacks."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from data_tools.cli import main
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_pipeline_end_to_end(tmp_path, capsys):
+    raw, docs, store = tmp_path / "raw", tmp_path / "docs", tmp_path / "store"
+    assert main(["demo-corpus", "--output", str(raw)]) == 0
+    assert main(["extract", "--format", "warc", "--output", str(docs), str(raw / "commoncrawl/demo.warc.gz")]) == 0
+    wiki = str(raw / "wikipedia/demowiki-pages-articles.xml.bz2")
+    assert main(["extract", "--format", "wikipedia", "--output", str(docs), wiki]) == 0
+    out = capsys.readouterr().out
+    assert "demo.warc.parquet: 34 documents, skipped http_status:404=1, not_html=1" in out
+    assert "demowiki-pages-articles.xml.parquet: 34 documents, skipped not_main_namespace=1, redirect=1" in out
+    prefix = tmp_path / "tok" / "demo"
+    assert main(["train-tokenizer", "--input", str(docs), "--output", str(prefix), "--vocab-size", "2000"]) == 0
+    assert main(["tokenize", "--input", str(docs), "--tokenizer", f"{prefix}.model", "--output", str(store)]) == 0
+    assert main(["verify", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "vocab_size 2000" in out
+    assert f"{store}: OK: 2 files, 68 documents" in out
+
+
+def test_verify_reports_a_corrupt_store(store_dir, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(store_dir, broken)
+    shard = broken / "demo.warc.arrow"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    assert main(["verify", str(store_dir)]) == 0
+    assert main(["verify", str(broken)]) == 1
+    err = capsys.readouterr().err
+    assert "1 problem(s)" in err and f"{shard} has sha256" in err
+
+
+def test_verify_of_a_directory_without_manifest_fails(tmp_path, capsys):
+    assert main(["verify", str(tmp_path)]) == 1
+    assert "manifest.json not found" in capsys.readouterr().err
+
+
+def test_user_errors_exit_2_with_a_message_and_no_traceback(tmp_path):
+    missing = tmp_path / "missing.warc.gz"
+    result = subprocess.run(
+        [sys.executable, "-m", "data_tools", "extract", "--format", "warc", "--output", str(tmp_path), str(missing)],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 2
+    assert f"roots-data extract: error: input file(s) not found: {missing}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_usage_errors_exit_2_from_argparse(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["extract", "--format", "pdf", "--output", "x", "in"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'pdf'" in capsys.readouterr().err

@@ -1,0 +1,116 @@
+"""WARC and WET extraction on the demo corpus and on real Common Crawl / wget files."""
+
+from __future__ import annotations
+
+import gzip
+from collections import Counter
+
+from data_tools.demo_corpus import MODULES
+from data_tools.sources.warc import read_warc, read_wet
+
+
+def test_demo_warc_yields_one_document_per_page_and_counts_skips(demo_corpus):
+    skipped = Counter()
+    documents = list(read_warc(demo_corpus["commoncrawl"], skipped))
+    assert len(documents) == len(MODULES[1::2])
+    assert skipped["http_status:404"] == 1
+    assert skipped["not_html"] == 1
+    assert skipped["not_response:warcinfo"] == 1
+    assert skipped["not_response:request"] == len(documents) + 2
+    first = documents[0]
+    assert first.source == "commoncrawl" and first.url.endswith(f"{MODULES[1]}.html")
+    assert first.text.startswith(f"{MODULES[1]} — Demo documentation\n\n{MODULES[1]}\n\n")
+    for chrome in ("pageData", "font-family", "Library index", "Built with a template", "<p>", "&mdash;"):
+        assert all(chrome not in d.text for d in documents), chrome
+
+
+def test_ids_are_stable_and_unique(demo_corpus):
+    first = [d.id for d in read_warc(demo_corpus["commoncrawl"], Counter())]
+    again = [d.id for d in read_warc(demo_corpus["commoncrawl"], Counter())]
+    assert first == again
+    assert len(set(first)) == len(first)
+    assert all(i.startswith("commoncrawl:") for i in first)
+
+
+def test_common_crawl_page(fixture_path):
+    skipped = Counter()
+    (document,) = read_warc(fixture_path("cc-main-2024-22_whirlwind.warc.gz"), skipped)
+    assert document.url == "https://an.wikipedia.org/wiki/Escopete"
+    assert document.text.startswith("Escopete - Biquipedia")
+    assert "Escopete ye un municipio d'a provincia de Guadalachara" in document.text
+    assert "<" not in document.text and "mw.config" not in document.text
+    assert skipped == Counter({"not_response:warcinfo": 1, "not_response:request": 1, "not_response:metadata": 1})
+
+
+def test_extracted_text_covers_common_crawls_own_wet_text(fixture_path):
+    (ours,) = read_warc(fixture_path("cc-main-2024-22_whirlwind.warc.gz"), Counter())
+    (theirs,) = read_wet(fixture_path("cc-main-2024-22_whirlwind.warc.wet.gz"), Counter())
+    prose = [line for line in theirs.text.split("\n") if len(line) > 80]
+    covered = [line for line in prose if line in ours.text]
+    # Everything but the licence line, which sits in the <footer> we drop.
+    assert len(prose) >= 5 and len(covered) == len(prose) - 1
+
+
+def test_wget_warc_with_many_pages(fixture_path):
+    skipped = Counter()
+    documents = list(read_warc(fixture_path("dolma_sample-0000.warc.gz"), skipped))
+    assert len(documents) >= 20
+    assert all(d.text.strip() and d.url.startswith("http") for d in documents)
+    assert skipped["not_response:request"] == 22
+    assert skipped["not_response:resource"] >= 1
+
+
+def test_truncated_archive_keeps_earlier_documents_and_counts_the_damage(fixture_path, tmp_path):
+    data = fixture_path("dolma_sample-0000.warc.gz").read_bytes()
+    truncated = tmp_path / "truncated.warc.gz"
+    truncated.write_bytes(data[: len(data) // 2])
+    skipped = Counter()
+    documents = list(read_warc(truncated, skipped))
+    assert 0 < len(documents) < 22
+    assert skipped["truncated_record"] == 1
+    assert skipped["truncated_archive"] == 1
+
+
+def test_unreadable_archive_is_counted_not_fatal(tmp_path):
+    path = tmp_path / "garbage.warc.gz"
+    path.write_bytes(b"\x1f\x8b\x08\x00 not really gzip")
+    skipped = Counter()
+    assert list(read_warc(path, skipped)) == []
+    assert skipped == Counter({"malformed_archive": 1})
+
+
+def test_oversized_html_is_skipped_and_counted(demo_corpus):
+    skipped = Counter()
+    assert list(read_warc(demo_corpus["commoncrawl"], skipped, max_html_bytes=100)) == []
+    assert skipped["too_large"] == len(MODULES[1::2])
+
+
+def test_wet_conversion_records(fixture_path):
+    skipped = Counter()
+    (document,) = read_wet(fixture_path("cc-main-2024-22_whirlwind.warc.wet.gz"), skipped)
+    assert document.url == "https://an.wikipedia.org/wiki/Escopete"
+    assert "Escopete ye un municipio" in document.text
+    assert skipped == Counter({"not_conversion:warcinfo": 1})
+
+
+def test_wet_with_wrong_content_lengths_splits_on_version_lines(fixture_path):
+    skipped = Counter()
+    documents = list(read_wet(fixture_path("cc_net_sample.wet.txt"), skipped))
+    urls = ["http://sample_english.com", "http://sample_chinese.zh", "http://sample_russian.ru"]
+    assert [d.url for d in documents] == urls
+    assert documents[0].text.startswith("Famous Mark Twain Quotes\n")
+    assert documents[0].text.endswith("Truth isn't.")
+    assert documents[1].text.startswith("馬克·吐溫名言\n")
+    assert any("\u0400" <= c <= "\u04ff" for c in documents[2].text)
+    assert len({d.id for d in documents}) == 3  # two records share a WARC-Record-ID; the url tells them apart
+    assert skipped == Counter({"not_conversion:warcinfo": 1})
+
+
+def test_wet_bad_utf8_record_is_skipped(tmp_path):
+    record = b"WARC/1.0\r\nWARC-Type: conversion\r\nWARC-Target-URI: http://x\r\nContent-Length: 3\r\n\r\n"
+    path = tmp_path / "bad.wet.gz"
+    path.write_bytes(gzip.compress(record + b"\xff\xfe\r\n\r\n" + record + b"fine\r\n\r\n"))
+    skipped = Counter()
+    documents = list(read_wet(path, skipped))
+    assert [d.text for d in documents] == ["fine"]
+    assert skipped == Counter({"bad_encoding": 1})
