@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         launch = discover_launch_env()
         plan = validate(cfg, launch.world_size)
         if cfg.model.arch != "gpt":
-            raise ConfigError(f"model.arch = {cfg.model.arch!r}: only 'gpt' can be trained so far")
+            raise ConfigError(f"model.arch = {cfg.model.arch!r}: BERT pretraining (MLM/SOP samples and model) is not built yet; 'gpt' is")
     except (ConfigError, DistributedError) as err:
         print(f"roots-train: error: {err}", file=sys.stderr)
         return EXIT_BAD_CONFIG
