@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         launch = discover_launch_env()
         plan = validate(cfg, launch.world_size)
         if cfg.model.arch != "gpt":
-            raise ConfigError(f"model.arch = {cfg.model.arch!r}: BERT pretraining (MLM/SOP samples and model) is not built yet; 'gpt' is")
+            raise ConfigError(f"model.arch = {cfg.model.arch!r}: BERT pretraining (MLM/SOP samples and "
+                              f"model) is not built yet; valid now: 'gpt'")
     except (ConfigError, DistributedError) as err:
         print(f"roots-train: error: {err}", file=sys.stderr)
         return EXIT_BAD_CONFIG
