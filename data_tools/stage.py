@@ -1,0 +1,261 @@
+"""Running a stage over shards: job-array slicing, worker processes, resume, and stats.
+
+Every stage maps input shards to output shards one task at a time. A task's stats sidecar
+(`<output>/.stats/<task>.json`) is written last, atomically, after the task's output files: it
+is the completion marker, so a re-run after a kill redoes exactly the unfinished tasks and never
+trusts a partial output. `stats.json` is the sum of all sidecars present, rewritten after every
+run (a SLURM array's tasks each refresh it; the last one to finish leaves the complete total).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from data_tools.atomic import write_bytes_atomic
+from data_tools.errors import DataToolsError
+
+STATS_DIR = ".stats"
+STATS_FILE = "stats.json"
+
+
+@dataclass
+class ShardStats:
+    """What one task (or, summed, one stage) took in, let through and removed, and why."""
+
+    documents_in: int = 0
+    documents_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    removed: Counter = field(default_factory=Counter)  # reason -> documents (or records) removed
+    by_language: dict[str, Counter] = field(default_factory=dict)  # lang -> {"in": n, "out": n}
+    by_source: dict[str, Counter] = field(default_factory=dict)  # source -> {"in": n, "out": n}
+    outputs: list[str] = field(default_factory=list)  # file names this task wrote
+
+    def count_in(self, text: str, source: str, lang: str | None) -> None:
+        self.documents_in += 1
+        self.bytes_in += len(text.encode("utf-8"))
+        self._tally(source, lang, "in")
+
+    def count_out(self, text: str, source: str, lang: str | None) -> None:
+        self.documents_out += 1
+        self.bytes_out += len(text.encode("utf-8"))
+        self._tally(source, lang, "out")
+
+    def _tally(self, source: str, lang: str | None, key: str) -> None:
+        self.by_source.setdefault(source, Counter())[key] += 1
+        self.by_language.setdefault(lang or "und", Counter())[key] += 1
+
+    def merge(self, other: ShardStats) -> None:
+        self.documents_in += other.documents_in
+        self.documents_out += other.documents_out
+        self.bytes_in += other.bytes_in
+        self.bytes_out += other.bytes_out
+        self.removed.update(other.removed)
+        for mine, theirs in ((self.by_language, other.by_language), (self.by_source, other.by_source)):
+            for key, counts in theirs.items():
+                mine.setdefault(key, Counter()).update(counts)
+        self.outputs.extend(other.outputs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "documents_in": self.documents_in,
+            "documents_out": self.documents_out,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "removed": dict(sorted(self.removed.items())),
+            "by_language": {k: dict(v) for k, v in sorted(self.by_language.items())},
+            "by_source": {k: dict(v) for k, v in sorted(self.by_source.items())},
+            "outputs": sorted(self.outputs),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ShardStats:
+        return cls(
+            documents_in=data["documents_in"], documents_out=data["documents_out"],
+            bytes_in=data["bytes_in"], bytes_out=data["bytes_out"], removed=Counter(data["removed"]),
+            by_language={k: Counter(v) for k, v in data["by_language"].items()},
+            by_source={k: Counter(v) for k, v in data["by_source"].items()},
+            outputs=list(data["outputs"]))
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: an input file, named so its sidecar and outputs are findable."""
+
+    name: str  # unique within the stage, e.g. the input's stem
+    input: Path
+
+
+def select_slice(tasks: Sequence[Task], shard_index: int, num_shards: int) -> list[Task]:
+    """The tasks of array task `shard_index` of `num_shards`: every num_shards-th, by name."""
+    if num_shards < 1 or not 0 <= shard_index < num_shards:
+        raise DataToolsError(
+            f"--shard-index {shard_index} --num-shards {num_shards} is invalid: need num_shards ≥ 1 and "
+            f"0 ≤ shard_index < num_shards")
+    return sorted(tasks, key=lambda t: t.name)[shard_index::num_shards]
+
+
+@dataclass
+class StageReport:
+    """What a run did: tasks run and reused, and the stage totals over every finished task."""
+
+    stage: str
+    ran: int
+    reused: int
+    totals: ShardStats
+
+
+TaskFunction = Callable[[Task, Path], ShardStats]
+
+
+def run_stage(stage: str, tasks: Sequence[Task], work: TaskFunction, output_dir: Path,
+              num_workers: int = 1, overwrite: bool = False, progress: bool = True) -> StageReport:
+    """Run `work(task, output_dir)` for every unfinished task, in `num_workers` processes.
+
+    `work` must write its outputs atomically and return their stats (with `outputs` filled in);
+    it must be a module-level function so worker processes can import it.
+    """
+    if num_workers < 1:
+        raise DataToolsError(f"--num-workers {num_workers} is invalid: it must be at least 1")
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        raise DataToolsError(f"inputs {duplicates} would write the same output shard; give inputs distinct names")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    todo = [t for t in tasks if overwrite or not is_finished(output_dir, t.name)]
+    with _progress_bar(stage, len(todo), progress) as bar:
+        for task, stats in _map(work, todo, output_dir, num_workers):
+            write_task_stats(output_dir, task.name, stats)
+            bar.update(1)
+    totals = write_stage_stats(output_dir, stage)
+    return StageReport(stage, ran=len(todo), reused=len(tasks) - len(todo), totals=totals)
+
+
+def _map(work: TaskFunction, tasks: list[Task], output_dir: Path, num_workers: int):
+    if num_workers == 1 or len(tasks) <= 1:
+        for task in tasks:
+            yield task, work(task, output_dir)
+        return
+    # spawn, not fork: forked children inherit pyarrow's and torch's thread pools mid-state.
+    with multiprocessing.get_context("spawn").Pool(min(num_workers, len(tasks))) as pool:
+        yield from zip(tasks, pool.imap(_call, [(work, task, output_dir) for task in tasks]))
+
+
+def _call(args: tuple[TaskFunction, Task, Path]) -> ShardStats:
+    work, task, output_dir = args
+    return work(task, output_dir)
+
+
+def _sidecar(output_dir: Path, name: str) -> Path:
+    return output_dir / STATS_DIR / f"{name}.json"
+
+
+def is_finished(output_dir: Path, name: str) -> bool:
+    """A task is finished when its sidecar exists and every output it lists is present."""
+    sidecar = _sidecar(output_dir, name)
+    if not sidecar.is_file():
+        return False
+    try:
+        outputs = json.loads(sidecar.read_text())["outputs"]
+    except (ValueError, KeyError):
+        return False
+    return all((output_dir / output).is_file() for output in outputs)
+
+
+def write_task_stats(output_dir: Path, name: str, stats: ShardStats) -> None:
+    write_bytes_atomic(_sidecar(output_dir, name), json.dumps(stats.to_dict(), indent=1).encode())
+
+
+def read_stage_stats(output_dir: Path) -> ShardStats:
+    """The sum of every finished task's stats in `output_dir`."""
+    totals = ShardStats()
+    for sidecar in sorted((output_dir / STATS_DIR).glob("*.json")):
+        totals.merge(ShardStats.from_dict(json.loads(sidecar.read_text())))
+    return totals
+
+
+def write_stage_stats(output_dir: Path, stage: str) -> ShardStats:
+    totals = read_stage_stats(output_dir)
+    tasks = len(list((output_dir / STATS_DIR).glob("*.json")))
+    payload = {"stage": stage, "tasks": tasks, **totals.to_dict()}
+    write_bytes_atomic(output_dir / STATS_FILE, (json.dumps(payload, indent=2) + "\n").encode())
+    return totals
+
+
+def format_stats(stage: str, stats: ShardStats) -> str:
+    """A table people can read: totals, removals by reason, and in/out per language and source."""
+    def mb(n: int) -> str:
+        return f"{n / 1e6:,.1f} MB"
+
+    kept = stats.documents_out / stats.documents_in if stats.documents_in else 0.0
+    lines = [
+        f"{stage}: {stats.documents_in:,} documents in ({mb(stats.bytes_in)}) -> "
+        f"{stats.documents_out:,} out ({mb(stats.bytes_out)}), {kept:.1%} kept",
+    ]
+    if stats.removed:
+        lines.append(f"  {'removed because':<32}{'count':>10}")
+        for reason, count in stats.removed.most_common():
+            lines.append(f"  {reason:<32}{count:>10,}")
+    for title, table in (("language", stats.by_language), ("source", stats.by_source)):
+        if table:
+            lines.append(f"  {title:<32}{'in':>10}{'out':>10}")
+            for key, counts in sorted(table.items(), key=lambda kv: -kv[1]["in"]):
+                lines.append(f"  {key:<32}{counts['in']:>10,}{counts['out']:>10,}")
+    return "\n".join(lines)
+
+
+class _progress_bar:
+    """tqdm on stderr when it is a terminal and there is work; silent otherwise."""
+
+    def __init__(self, stage: str, total: int, enabled: bool) -> None:
+        self._bar = None
+        if enabled and total > 1 and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=stage, unit="shard", file=sys.stderr)
+
+    def __enter__(self) -> _progress_bar:
+        return self
+
+    def update(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def add_stage_arguments(parser, input_help: str = "directory of document shards (Parquet)") -> None:
+    """The options every stage shares: input/output, workers, job-array slice, overwrite."""
+    parser.add_argument("--input", type=Path, required=True, metavar="DIR", help=input_help)
+    parser.add_argument("--output", type=Path, required=True, metavar="DIR")
+    parser.add_argument("--num-workers", type=int, default=1, metavar="N", help="local worker processes")
+    parser.add_argument("--shard-index", type=int, default=0, metavar="I",
+                        help="this job-array task's slice of the inputs (e.g. $SLURM_ARRAY_TASK_ID)")
+    parser.add_argument("--num-shards", type=int, default=1, metavar="N", help="number of slices (array size)")
+    parser.add_argument("--overwrite", action="store_true", help="redo tasks whose output already exists")
+
+
+def shard_tasks(input_dir: Path) -> list[Task]:
+    """One task per document shard in `input_dir`, named by the shard's stem."""
+    from data_tools.shards import list_shards
+
+    return [Task(path.stem, path) for path in list_shards(input_dir)]
+
+
+def run_shard_stage(stage: str, args, work: TaskFunction) -> int:
+    """CLI driver for a shard → shard stage: slice, run, print the stats table."""
+    tasks = select_slice(shard_tasks(args.input), args.shard_index, args.num_shards)
+    report = run_stage(stage, tasks, work, args.output, args.num_workers, args.overwrite)
+    print(f"{stage}: ran {report.ran} task(s), kept {report.reused} finished one(s); "
+          f"stats in {args.output / STATS_FILE}")
+    print(format_stats(stage, report.totals))
+    return 0
