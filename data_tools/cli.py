@@ -7,6 +7,7 @@ with no traceback; `verify` exits 1 when the store has problems.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -14,7 +15,8 @@ from pathlib import Path
 
 from data_tools.demo_corpus import build_demo_corpus
 from data_tools.errors import DataToolsError
-from data_tools.extract import FORMATS, extract_files
+from data_tools.extract import FORMATS, ExtractOptions, extract_files
+from data_tools.stage import STATS_FILE, format_stats, read_stage_stats
 from data_tools.tokenize_shards import tokenize_shards
 from data_tools.tokenizer import MODEL_TYPES, Tokenizer, train_tokenizer
 from roots_scale.data.token_store import TokenStoreError, read_manifest, verify_store
@@ -29,8 +31,28 @@ def _demo_corpus(args: argparse.Namespace) -> int:
 
 def _extract(args: argparse.Namespace) -> int:
     """Extract raw inputs into document shards."""
-    for result in extract_files(args.inputs, args.format, args.output, args.text_field, args.overwrite):
-        print(result.summary())
+    options = ExtractOptions(
+        args.format, args.text_field, max_html_bytes=int(args.max_html_mb * 1024 * 1024),
+        extract_timeout=args.extract_timeout, main_content=not args.full_page,
+        shard_bytes=int(args.shard_size_mb * 1024 * 1024) if args.shard_size_mb else None)
+    report = extract_files(args.inputs, args.format, args.output, overwrite=args.overwrite,
+                           num_workers=args.num_workers, shard_index=args.shard_index,
+                           num_shards=args.num_shards, options=options)
+    print(f"extract: ran {report.ran} input(s), kept {report.reused} already extracted "
+          f"(--overwrite to redo); stats in {args.output / STATS_FILE}")
+    print(format_stats("extract", report.totals))
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    """Show what a stage's output directory holds, from its per-task stats."""
+    if not args.directory.is_dir():
+        raise DataToolsError(f"{args.directory} is not a directory")
+    stage = "stats"
+    summary = args.directory / STATS_FILE
+    if summary.is_file():
+        stage = json.loads(summary.read_text()).get("stage", stage)
+    print(format_stats(f"{stage} ({args.directory})", read_stage_stats(args.directory)))
     return 0
 
 
@@ -78,9 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
     extract = commands.add_parser("extract", help="extract documents from raw inputs into Parquet shards")
     extract.add_argument("--format", choices=FORMATS, required=True)
     extract.add_argument("--output", type=Path, required=True, metavar="DIR")
-    extract.add_argument("--text-field", default="text", help="JSONL field holding the text (default: text)")
+    extract.add_argument("--text-field", default="text", help="jsonl/parquet/hf field holding the text")
     extract.add_argument("--overwrite", action="store_true", help="redo inputs whose shard already exists")
-    extract.add_argument("inputs", type=Path, nargs="+", metavar="INPUT")
+    extract.add_argument("--num-workers", type=int, default=1, metavar="N", help="local worker processes")
+    extract.add_argument("--shard-index", type=int, default=0, metavar="I",
+                         help="this job-array task's slice of the inputs (e.g. $SLURM_ARRAY_TASK_ID)")
+    extract.add_argument("--num-shards", type=int, default=1, metavar="N", help="number of slices")
+    extract.add_argument("--shard-size-mb", type=float, default=None, metavar="MB",
+                         help="split each input's output into parts of about this much text")
+    extract.add_argument("--extract-timeout", type=float, default=5.0, metavar="SECONDS",
+                         help="per-page HTML extraction limit (0 = no sandbox process)")
+    extract.add_argument("--max-html-mb", type=float, default=5.0, metavar="MB", help="skip larger pages")
+    extract.add_argument("--full-page", action="store_true",
+                         help="keep menus and footers (default: main content only)")
+    extract.add_argument("inputs", type=Path, nargs="+", metavar="INPUT",
+                         help="files (a saved dataset directory for --format hf)")
     extract.set_defaults(run=_extract)
 
     train = commands.add_parser("train-tokenizer", help="train a lossless sentencepiece tokenizer on shards")
@@ -97,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     tokenize.add_argument("--output", type=Path, required=True, metavar="STORE_DIR")
     tokenize.add_argument("--num-workers", type=int, default=1)
     tokenize.set_defaults(run=_tokenize)
+
+    stats = commands.add_parser("stats", help="show a stage output's stats (documents, bytes, removals)")
+    stats.add_argument("directory", type=Path, metavar="DIR")
+    stats.set_defaults(run=_stats)
 
     verify = commands.add_parser("verify", help="fully check a token store against its manifest")
     verify.add_argument("store", type=Path, metavar="STORE_DIR")

@@ -1,84 +1,124 @@
-"""The extract stage: raw input files → one document shard per file, resumable, with skip counts."""
+"""The extract stage: raw input files → document shards, one task per input, resumable, with skip counts.
+
+Output: `<input stem>.parquet` per input, or, with a target shard size, parts
+`<input stem>-00000.parquet`, `-00001`, ... of about that much text each (a whole Wikipedia
+dump or a large WARC need not become one file).
+"""
 
 from __future__ import annotations
 
 import functools
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-
-import pyarrow.parquet as pq
 
 from data_tools.errors import DataToolsError
 from data_tools.shards import SUFFIX, write_shard
-from data_tools.sources.base import Reader
-from data_tools.sources.jsonl import read_jsonl
-from data_tools.sources.warc import read_warc, read_wet
+from data_tools.sources.base import Document, Reader
+from data_tools.sources.records import read_hf, read_jsonl, read_parquet
+from data_tools.sources.warc import MAX_HTML_BYTES, read_warc, read_wet
 from data_tools.sources.wikipedia import read_wikipedia
+from data_tools.stage import ShardStats, StageReport, Task, run_stage, select_slice
 
-FORMATS: tuple[str, ...] = ("warc", "wet", "wikipedia", "jsonl")
+FORMATS: tuple[str, ...] = ("warc", "wet", "wikipedia", "jsonl", "parquet", "hf")
 
 
 @dataclass(frozen=True)
-class ExtractResult:
-    """What extracting one input produced: documents written and records skipped, by reason."""
+class ExtractOptions:
+    """How to read inputs: the format and its knobs (picklable, for worker processes)."""
 
-    input: Path
-    output: Path
-    documents: int
-    skipped: dict[str, int] = field(default_factory=dict)
-    reused: bool = False  # the output already existed and was kept
-
-    def summary(self) -> str:
-        """One line for the CLI."""
-        if self.reused:
-            return f"{self.input}: kept existing {self.output} ({self.documents} documents; --overwrite to redo)"
-        reasons = ", ".join(f"{reason}={count}" for reason, count in sorted(self.skipped.items())) or "none"
-        return f"{self.input} -> {self.output}: {self.documents} documents, skipped {reasons}"
+    format: str
+    text_field: str = "text"
+    max_html_bytes: int = MAX_HTML_BYTES
+    extract_timeout: float = 5.0
+    main_content: bool = True
+    shard_bytes: int | None = None  # target text bytes per output part; None = one shard per input
 
 
-def reader_for(fmt: str, text_field: str = "text") -> Reader:
-    """The source reader for input format `fmt`."""
+def reader_for(options: ExtractOptions) -> Reader:
+    """The source reader for the options' format."""
     readers: dict[str, Reader] = {
-        "warc": read_warc,
+        "warc": functools.partial(read_warc, max_html_bytes=options.max_html_bytes,
+                                  timeout=options.extract_timeout, main_content=options.main_content),
         "wet": read_wet,
         "wikipedia": read_wikipedia,
-        "jsonl": functools.partial(read_jsonl, text_field=text_field),
+        "jsonl": functools.partial(read_jsonl, text_field=options.text_field),
+        "parquet": functools.partial(read_parquet, text_field=options.text_field),
+        "hf": functools.partial(read_hf, text_field=options.text_field),
     }
-    if fmt not in readers:
-        raise DataToolsError(f"unknown input format {fmt!r}; valid formats: {', '.join(FORMATS)}")
-    return readers[fmt]
+    if options.format not in readers:
+        raise DataToolsError(f"unknown input format {options.format!r}; valid formats: {', '.join(FORMATS)}")
+    return readers[options.format]
 
 
-def shard_path(input_path: Path, output_dir: Path) -> Path:
-    """Where the shard for `input_path` goes: `<output_dir>/<input stem>.parquet`."""
-    return output_dir / f"{input_path.stem}{SUFFIX}"
+def task_name(input_path: Path) -> str:
+    """The name outputs of `input_path` carry: its file name without the last suffix."""
+    return input_path.stem if input_path.is_file() else input_path.name
 
 
-def extract_file(input_path: Path, reader: Reader, output_dir: Path, overwrite: bool = False) -> ExtractResult:
-    """Extract one input into its shard, or keep the shard already there unless `overwrite`."""
-    output = shard_path(input_path, output_dir)
-    if output.exists() and not overwrite:
-        return ExtractResult(input_path, output, pq.ParquetFile(output).metadata.num_rows, reused=True)
+def extract_task(task: Task, output_dir: Path, options: ExtractOptions) -> ShardStats:
+    """Extract one input into its shard (or parts); the stats count every record read or skipped."""
+    stats = ShardStats()
     skipped: Counter = Counter()
-    documents = write_shard(output, reader(input_path, skipped))
-    return ExtractResult(input_path, output, documents, dict(skipped))
+
+    def counted(documents: Iterator[Document]) -> Iterator[Document]:
+        for document in documents:
+            stats.count_out(document.text, document.source, document.lang)
+            yield document
+
+    documents = counted(reader_for(options)(task.input, skipped))
+    if options.shard_bytes is None:
+        write_shard(output_dir / f"{task.name}{SUFFIX}", documents)
+        stats.outputs.append(f"{task.name}{SUFFIX}")
+    else:
+        stats.outputs.extend(_write_parts(output_dir, task.name, documents, options.shard_bytes))
+    stats.removed.update(skipped)
+    stats.documents_in = stats.documents_out + sum(skipped.values())
+    stats.bytes_in = _size(task.input)
+    for source, counts in stats.by_source.items():
+        counts["in"] = counts["out"]  # records skipped before extraction have no source or language yet
+    for lang, counts in stats.by_language.items():
+        counts["in"] = counts["out"]
+    return stats
 
 
-def extract_files(
-    inputs: list[Path], fmt: str, output_dir: Path, text_field: str = "text", overwrite: bool = False
-) -> list[ExtractResult]:
-    """Extract every input (all checked to exist and to map to distinct shards first)."""
-    reader = reader_for(fmt, text_field)
-    missing = [str(path) for path in inputs if not path.is_file()]
+def _write_parts(output_dir: Path, name: str, documents: Iterator[Document], shard_bytes: int) -> list[str]:
+    """Write parts of about `shard_bytes` of text each (at least one document each, at least one part)."""
+    names: list[str] = []
+    head = next(documents, None)
+
+    def part_documents() -> Iterator[Document]:
+        nonlocal head
+        total = 0
+        while head is not None and total < shard_bytes:
+            total += len(head.text.encode("utf-8"))
+            yield head
+            head = next(documents, None)
+
+    while head is not None or not names:
+        part = f"{name}-{len(names):05d}{SUFFIX}"
+        write_shard(output_dir / part, part_documents())
+        names.append(part)
+    return names
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def extract_files(inputs: Sequence[Path], fmt: str, output_dir: Path, text_field: str = "text",
+                  overwrite: bool = False, num_workers: int = 1, shard_index: int = 0, num_shards: int = 1,
+                  options: ExtractOptions | None = None) -> StageReport:
+    """Extract every input of this slice (all checked to exist and to have distinct names first)."""
+    options = options or ExtractOptions(fmt, text_field)
+    reader_for(options)  # reject an unknown format before touching anything
+    missing = [str(path) for path in inputs if not (path.is_dir() if options.format == "hf" else path.is_file())]
     if missing:
-        raise DataToolsError(f"input file(s) not found: {', '.join(missing)}")
-    by_output: dict[Path, Path] = {}
-    for path in inputs:
-        other = by_output.setdefault(shard_path(path, output_dir), path)
-        if other != path:
-            raise DataToolsError(
-                f"inputs {other} and {path} would both write {shard_path(path, output_dir)}; "
-                "give inputs with distinct file names, or extract them into different directories"
-            )
-    return [extract_file(path, reader, output_dir, overwrite) for path in by_output.values()]
+        kind = "dataset directory" if options.format == "hf" else "input file"
+        raise DataToolsError(f"{kind}(s) not found: {', '.join(missing)}")
+    tasks = select_slice([Task(task_name(p), p) for p in inputs], shard_index, num_shards)
+    work = functools.partial(extract_task, options=options)
+    return run_stage("extract", tasks, work, output_dir, num_workers, overwrite)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -143,14 +144,11 @@ def _map(work: TaskFunction, tasks: list[Task], output_dir: Path, num_workers: i
         for task in tasks:
             yield task, work(task, output_dir)
         return
-    # spawn, not fork: forked children inherit pyarrow's and torch's thread pools mid-state.
-    with multiprocessing.get_context("spawn").Pool(min(num_workers, len(tasks))) as pool:
-        yield from zip(tasks, pool.imap(_call, [(work, task, output_dir) for task in tasks]))
-
-
-def _call(args: tuple[TaskFunction, Task, Path]) -> ShardStats:
-    work, task, output_dir = args
-    return work(task, output_dir)
+    # spawn, not fork: forked children inherit pyarrow's thread pools mid-state. An executor, not a
+    # Pool: its workers are not daemonic, so a task may start processes of its own (HTML sandbox).
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(num_workers, len(tasks)), mp_context=context) as pool:
+        yield from zip(tasks, pool.map(work, tasks, [output_dir] * len(tasks)))
 
 
 def _sidecar(output_dir: Path, name: str) -> Path:

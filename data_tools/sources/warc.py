@@ -1,4 +1,4 @@
-"""Common Crawl readers: WARC `response` records (HTML → text) and WET `conversion` records.
+"""Common Crawl readers: WARC `response` records (HTML → main text) and WET `conversion` records.
 
 WARC goes through warcio. WET is split on its `WARC/1.x` version lines instead of trusting
 Content-Length, as cc_net does: WET text is plain UTF-8 and some real files (e.g. cc_net's
@@ -19,7 +19,7 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.recordloader import ArcWarcRecord
 
 from data_tools.sources.base import Document, hashed_id
-from data_tools.sources.html_text import html_to_text
+from data_tools.sources.html_extract import HtmlExtractor, Timeout
 
 SOURCE = "commoncrawl"
 MAX_HTML_BYTES = 5 * 1024 * 1024
@@ -45,9 +45,14 @@ class _ArchiveIterator(ArchiveIterator):
         super().close()
 
 
-def read_warc(path: Path, skipped: Counter, max_html_bytes: int = MAX_HTML_BYTES) -> Iterator[Document]:
-    """Yield one Document per 200 HTML `response` record; count every other record in `skipped`."""
-    with open(path, "rb") as stream:
+def read_warc(path: Path, skipped: Counter, max_html_bytes: int = MAX_HTML_BYTES, timeout: float = 5.0,
+              main_content: bool = True) -> Iterator[Document]:
+    """Yield one Document per 200 HTML `response` record; count every other record in `skipped`.
+
+    Pages over `max_html_bytes` are skipped unread; extraction of one page is stopped after
+    `timeout` seconds (see html_extract).
+    """
+    with open(path, "rb") as stream, HtmlExtractor(timeout, main_content) as extractor:
         records = _ArchiveIterator(stream)
         while True:
             try:
@@ -61,12 +66,13 @@ def read_warc(path: Path, skipped: Counter, max_html_bytes: int = MAX_HTML_BYTES
                 # AttributeError/ValueError on missing or bad headers); nothing after it is readable.
                 skipped["malformed_archive"] += 1
                 return
-            document = _response_document(record, skipped, max_html_bytes)
+            document = _response_document(record, skipped, max_html_bytes, extractor)
             if document is not None:
                 yield document
 
 
-def _response_document(record: ArcWarcRecord, skipped: Counter, max_html_bytes: int) -> Document | None:
+def _response_document(record: ArcWarcRecord, skipped: Counter, max_html_bytes: int,
+                       extractor: HtmlExtractor) -> Document | None:
     """The Document for one WARC record, or None after counting why it was skipped."""
     if record.rec_type != "response":
         skipped[f"not_response:{record.rec_type}"] += 1
@@ -97,7 +103,11 @@ def _response_document(record: ArcWarcRecord, skipped: Counter, max_html_bytes: 
     if getattr(record.raw_stream, "limit", 0) > 0:  # the block ended before its Content-Length
         skipped["truncated_record"] += 1
         return None
-    text = html_to_text(payload.decode(_charset(content_type), errors="replace"))
+    try:
+        text = extractor.extract(payload, _charset(content_type))
+    except Timeout:
+        skipped["extract_timeout"] += 1
+        return None
     if not text:
         skipped["empty_text"] += 1
         return None
@@ -106,8 +116,8 @@ def _response_document(record: ArcWarcRecord, skipped: Counter, max_html_bytes: 
     return Document(hashed_id(SOURCE, record_id, url or ""), text, SOURCE, url)
 
 
-def _charset(content_type: str) -> str:
-    """The codec named by a Content-Type's charset parameter, or utf-8 if absent or unknown."""
+def _charset(content_type: str) -> str | None:
+    """The codec named by a Content-Type's charset parameter, or None (detect it) if absent or unknown."""
     for parameter in content_type.split(";")[1:]:
         name, _, value = parameter.strip().partition("=")
         if name.strip() == "charset":
@@ -115,7 +125,7 @@ def _charset(content_type: str) -> str:
                 return codecs.lookup(value.strip().strip("\"'")).name
             except LookupError:
                 break
-    return "utf-8"
+    return None
 
 
 def read_wet(path: Path, skipped: Counter) -> Iterator[Document]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from data_tools.sources.jsonl import read_jsonl
+from data_tools.sources.records import read_jsonl
 
 LINES = [
     json.dumps({"text": "first document", "url": "https://a.example/1"}),
