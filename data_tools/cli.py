@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from data_tools import dedup
 from data_tools.demo_corpus import build_demo_corpus
 from data_tools.errors import DataToolsError
 from data_tools.extract import FORMATS, ExtractOptions, extract_files
@@ -131,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     tokenize.add_argument("--output", type=Path, required=True, metavar="STORE_DIR")
     tokenize.add_argument("--num-workers", type=int, default=1)
     tokenize.set_defaults(run=_tokenize)
+
+    dedup.register(commands)
 
     stats = commands.add_parser("stats", help="show a stage output's stats (documents, bytes, removals)")
     stats.add_argument("directory", type=Path, metavar="DIR")
