@@ -25,6 +25,8 @@ warnings.filterwarnings("ignore", message="Transformer Engine and Apex are not i
 warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.* is deprecated")
 
 from roots_scale.config import BatchPlan, Config, ConfigError, load_config, save_config, validate
+from roots_scale.data.gpt_dataset import DatasetError
+from roots_scale.data.token_store import TokenStoreError, verify_checksums_once
 from roots_scale.distributed import (
     DistributedError,
     LaunchEnv,
@@ -36,6 +38,7 @@ from roots_scale.distributed import (
 
 EXIT_OK = 0  # finished, or stopped at train.exit_interval (rerun the same command to continue)
 EXIT_BAD_CONFIG = 2
+EXIT_BAD_DATA = 2
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -63,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     init_distributed(launch, cfg.parallel.tensor)
     try:
         train(cfg, plan, launch)
+    except (TokenStoreError, DatasetError) as err:
+        if launch.rank == 0:
+            print(f"roots-train: error: {err}", file=sys.stderr)
+        return EXIT_BAD_DATA
     finally:
         destroy_distributed()
     return EXIT_OK
@@ -99,6 +106,7 @@ def train(cfg: Config, plan: BatchPlan, launch: LaunchEnv):
         save_config(cfg, run_dir / "config.yaml")
     dist.barrier()
 
+    verify_data(Path(cfg.data.path), run_dir)
     store = TokenStore(cfg.data.path)
     dataset = GPTDataset(store, cfg.model.seq_length, cfg.train.iters * plan.global_batch_size,
                          seed=cfg.train.seed, max_epochs=cfg.data.num_epochs)
@@ -122,6 +130,22 @@ def train(cfg: Config, plan: BatchPlan, launch: LaunchEnv):
     if is_writer:
         _print_summary(run_dir, result, sum(p.numel() for p in model.parameters()), launch, plan)
     return result
+
+
+def verify_data(store_path: Path, run_dir: Path) -> None:
+    """Rank 0 checks the store's checksums (once per store, cached); every rank learns the verdict."""
+    import torch.distributed as dist
+
+    verdict: list[str | None] = [None]
+    if dist.get_rank() == 0:
+        cache = None if os.access(store_path, os.W_OK) else run_dir / "store_verified.json"
+        try:
+            verify_checksums_once(store_path, cache)
+        except TokenStoreError as err:
+            verdict = [str(err)]
+    dist.broadcast_object_list(verdict, src=0)
+    if verdict[0] is not None:
+        raise TokenStoreError(verdict[0])
 
 
 def _print_summary(run_dir: Path, result, local_params: int, launch: LaunchEnv, plan: BatchPlan) -> None:

@@ -394,3 +394,37 @@ def _recount(path: Path, dtype: np.dtype) -> tuple[int, int, int]:
         if len(values):
             max_id = max(max_id, int(values.max()))
     return documents, tokens, max_id
+
+
+VERIFIED_NAME = ".verified.json"
+
+
+def verify_checksums_once(directory: str | os.PathLike[str], cache: str | os.PathLike[str] | None = None) -> int:
+    """Check every file's sha256 against the manifest, skipping files already verified unchanged.
+
+    A file counts as already verified when `cache` (default `<store>/.verified.json`) records the
+    same name, size, modification time and checksum. So a training run pays the full read once per
+    store, and a flipped byte or a rewritten file (its mtime changes) is still caught before it
+    becomes silently wrong data. Returns the number of files hashed; raises TokenStoreError.
+    """
+    directory = Path(directory)
+    cache_path = Path(cache) if cache is not None else directory / VERIFIED_NAME
+    manifest = read_manifest(directory)
+    try:
+        known = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    verified: dict[str, Any] = {}
+    hashed = 0
+    for entry in manifest["files"]:
+        path = directory / entry["name"]
+        _check_file(path, entry, verify=False)
+        stat = path.stat()
+        record = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": entry["sha256"]}
+        if known.get(entry["name"]) != record:
+            _check_file(path, entry, verify=True)
+            hashed += 1
+        verified[entry["name"]] = record
+    if hashed:
+        write_bytes_atomic(cache_path, json.dumps(verified, indent=1, sort_keys=True).encode())
+    return hashed
