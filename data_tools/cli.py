@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from data_tools import dedup
+from data_tools import clean, dedup
 from data_tools.demo_corpus import build_demo_corpus
 from data_tools.errors import DataToolsError
 from data_tools.extract import FORMATS, ExtractOptions, extract_files
@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     tokenize.add_argument("--num-workers", type=int, default=1)
     tokenize.set_defaults(run=_tokenize)
 
+    clean.register(commands)
     dedup.register(commands)
 
     stats = commands.add_parser("stats", help="show a stage output's stats (documents, bytes, removals)")

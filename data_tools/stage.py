@@ -37,6 +37,7 @@ class ShardStats:
     removed: Counter = field(default_factory=Counter)  # reason -> documents (or records) removed
     by_language: dict[str, Counter] = field(default_factory=dict)  # lang -> {"in": n, "out": n}
     by_source: dict[str, Counter] = field(default_factory=dict)  # source -> {"in": n, "out": n}
+    events: Counter = field(default_factory=Counter)  # what steps did to kept documents, e.g. pii:email
     outputs: list[str] = field(default_factory=list)  # file names this task wrote
 
     def count_in(self, text: str, source: str, lang: str | None) -> None:
@@ -59,6 +60,7 @@ class ShardStats:
         self.bytes_in += other.bytes_in
         self.bytes_out += other.bytes_out
         self.removed.update(other.removed)
+        self.events.update(other.events)
         for mine, theirs in ((self.by_language, other.by_language), (self.by_source, other.by_source)):
             for key, counts in theirs.items():
                 mine.setdefault(key, Counter()).update(counts)
@@ -71,6 +73,7 @@ class ShardStats:
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
             "removed": dict(sorted(self.removed.items())),
+            "events": dict(sorted(self.events.items())),
             "by_language": {k: dict(v) for k, v in sorted(self.by_language.items())},
             "by_source": {k: dict(v) for k, v in sorted(self.by_source.items())},
             "outputs": sorted(self.outputs),
@@ -80,7 +83,7 @@ class ShardStats:
     def from_dict(cls, data: dict[str, Any]) -> ShardStats:
         return cls(
             documents_in=data["documents_in"], documents_out=data["documents_out"],
-            bytes_in=data["bytes_in"], bytes_out=data["bytes_out"], removed=Counter(data["removed"]),
+            bytes_in=data["bytes_in"], bytes_out=data["bytes_out"], removed=Counter(data["removed"]), events=Counter(data["events"]),
             by_language={k: Counter(v) for k, v in data["by_language"].items()},
             by_source={k: Counter(v) for k, v in data["by_source"].items()},
             outputs=list(data["outputs"]))
@@ -201,6 +204,10 @@ def format_stats(stage: str, stats: ShardStats) -> str:
         lines.append(f"  {'removed because':<32}{'count':>10}")
         for reason, count in stats.removed.most_common():
             lines.append(f"  {reason:<32}{count:>10,}")
+    if stats.events:
+        lines.append(f"  {'changed or noted (documents kept)':<32}{'count':>10}")
+        for event, count in stats.events.most_common():
+            lines.append(f"  {event:<32}{count:>10,}")
     for title, table in (("language", stats.by_language), ("source", stats.by_source)):
         if table:
             lines.append(f"  {title:<32}{'in':>10}{'out':>10}")

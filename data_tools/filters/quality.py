@@ -1,0 +1,123 @@
+"""The ROOTS quality filters, each a measure compared with the document language's threshold.
+
+Measures follow BigScience's data-preparation `filtering.py`, on the words of `words.split_words`:
+  min_words           number of words
+  char_repetition     share of all character n-grams taken by the floor(sqrt(#distinct)) most frequent
+                      ones (only n-grams seen more than once count): boilerplate and spam score high
+  word_repetition     share of word n-grams that occur more than once
+  special_characters  share of characters that are not letters or marks
+  stopwords           stopwords / words (zh, vi: word pairs count too, ROOTS' "words augmentation")
+  flagged_words       flagged words / words (same pairing)
+  lang_id_score       the identifier's probability for the document's language
+Stopwords and flagged words are skipped, and counted as `skipped:<filter>` events, for languages
+without a list.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from data_tools.filters.base import CleanDocument, Step
+from data_tools.filters.lexicons import flagged_words, stopwords
+from data_tools.filters.ngrams import char_ids, ngram_counts, word_ids
+from data_tools.filters.thresholds import Thresholds, ThresholdTable
+from data_tools.filters.words import special_character_ratio
+
+# Languages whose word lists hold two-word entries; their adjacent words are also looked up, joined so.
+PAIR_JOINERS = {"zh": "", "vi": " "}
+
+
+def char_repetition_ratio(text: str, n: int) -> float:
+    """ROOTS' character-repetition ratio of `text` over character `n`-grams."""
+    counts = ngram_counts(char_ids(text), n)
+    if counts.size == 0:
+        return 0.0
+    top = min(math.isqrt(counts.size), int((counts > 1).sum()))
+    return float(np.sort(counts)[::-1][:top].sum() / counts.sum())
+
+
+def word_repetition_ratio(words: list[str], n: int) -> float:
+    """ROOTS' word-repetition ratio: the share of word `n`-grams that occur more than once."""
+    counts = ngram_counts(word_ids(words), n)
+    if counts.size == 0:
+        return 0.0
+    return float(counts[counts > 1].sum() / counts.sum())
+
+
+def lexicon_ratio(words: list[str], lexicon: frozenset[str], joiner: str | None = None) -> float:
+    """Words (and, with a `joiner`, adjacent word pairs) found in `lexicon`, per word, at most 1."""
+    if not words:
+        return 0.0
+    hits = sum(word in lexicon for word in words)
+    if joiner is not None:
+        hits += sum(f"{a}{joiner}{b}" in lexicon for a, b in zip(words, words[1:]))
+    return min(1.0, hits / len(words))
+
+
+Measure = Callable[[CleanDocument, Thresholds], float | None]  # None: no word list for this language
+
+
+def _word_count(doc: CleanDocument, limits: Thresholds) -> float:
+    return len(doc.words)
+
+
+def _char_repetition(doc: CleanDocument, limits: Thresholds) -> float:
+    return char_repetition_ratio(doc.text, limits.char_repetition_n)
+
+
+def _word_repetition(doc: CleanDocument, limits: Thresholds) -> float:
+    return word_repetition_ratio(doc.words, limits.word_repetition_n)
+
+
+def _special_characters(doc: CleanDocument, limits: Thresholds) -> float:
+    return special_character_ratio(doc.text)
+
+
+def _stopwords(doc: CleanDocument, limits: Thresholds) -> float | None:
+    lexicon = stopwords(doc.lang)
+    return None if lexicon is None else lexicon_ratio(doc.words, lexicon, PAIR_JOINERS.get(doc.lang or ""))
+
+
+def _flagged_words(doc: CleanDocument, limits: Thresholds) -> float | None:
+    lexicon = flagged_words(doc.lang)
+    return None if lexicon is None else lexicon_ratio(doc.words, lexicon, PAIR_JOINERS.get(doc.lang or ""))
+
+
+def _lang_id_score(doc: CleanDocument, limits: Thresholds) -> float:
+    return doc.lang_score
+
+
+@dataclass(frozen=True)
+class ThresholdFilter:
+    """Step: keep a document when `measure` is ≥ (`at_least`) or ≤ its language's `threshold`."""
+
+    name: str
+    measure: Measure
+    threshold: str  # a Thresholds field
+    at_least: bool
+    table: ThresholdTable
+
+    def __call__(self, doc: CleanDocument) -> CleanDocument | None:
+        limits = self.table.for_language(doc.lang)
+        value = self.measure(doc, limits)
+        if value is None:
+            return doc.changed(events={f"skipped:{self.name}": 1})
+        bound = getattr(limits, self.threshold)
+        return doc if (value >= bound if self.at_least else value <= bound) else None
+
+
+def roots_filters(table: ThresholdTable) -> list[Step]:
+    """The seven ROOTS filters, in ROOTS' order, with thresholds from `table`."""
+    return [ThresholdFilter(name, measure, threshold, at_least, table) for name, measure, threshold, at_least in (
+        ("min_words", _word_count, "min_words", True),
+        ("char_repetition", _char_repetition, "char_repetition_max", False),
+        ("word_repetition", _word_repetition, "word_repetition_max", False),
+        ("special_characters", _special_characters, "special_characters_max", False),
+        ("stopwords", _stopwords, "stopwords_min", True),
+        ("flagged_words", _flagged_words, "flagged_words_max", False),
+        ("lang_id_score", _lang_id_score, "lang_id_min", True),
+    )]
