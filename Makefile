@@ -26,17 +26,21 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	@echo "== 1/5 built-in corpus: a MediaWiki XML dump and a Common Crawl-style WARC"
+	@echo "== 1/7 built-in corpus: a MediaWiki XML dump and a Common Crawl-style WARC"
 	$(BIN)/roots-data demo-corpus --output $(DEMO)/raw
-	@echo "== 2/5 extract documents"
+	@echo "== 2/7 extract documents (main text of HTML pages, plain text of wiki pages)"
 	$(BIN)/roots-data extract --format wikipedia --output $(DEMO)/docs $(DEMO)/raw/wikipedia/demowiki-pages-articles.xml.bz2
 	$(BIN)/roots-data extract --format warc --output $(DEMO)/docs $(DEMO)/raw/commoncrawl/demo.warc.gz
-	@echo "== 3/5 train a sentencepiece tokenizer"
-	$(BIN)/roots-data train-tokenizer --input $(DEMO)/docs --output $(DEMO)/tokenizer/spm --vocab-size 2000
-	@echo "== 4/5 tokenize into the Arrow token store"
-	$(BIN)/roots-data tokenize --input $(DEMO)/docs --tokenizer $(DEMO)/tokenizer/spm.model --output $(DEMO)/store
+	@echo "== 3/7 clean: normalize, identify languages, ROOTS quality filters, redact PII"
+	$(BIN)/roots-data clean --input $(DEMO)/docs --output $(DEMO)/clean
+	@echo "== 4/7 deduplicate: exact and MinHash near-duplicates across all shards"
+	$(BIN)/roots-data dedup --input $(DEMO)/clean --output $(DEMO)/dedup
+	@echo "== 5/7 train a sentencepiece tokenizer"
+	$(BIN)/roots-data train-tokenizer --input $(DEMO)/dedup --output $(DEMO)/tokenizer/spm --vocab-size 2000
+	@echo "== 6/7 tokenize into the Arrow token store"
+	$(BIN)/roots-data tokenize --input $(DEMO)/dedup --tokenizer $(DEMO)/tokenizer/spm.model --output $(DEMO)/store
 	$(BIN)/roots-data verify $(DEMO)/store
-	@echo "== 5/5 train a tiny GPT on $(NPROC) CPU processes (gloo, ZeRO-1)"
+	@echo "== 7/7 train a tiny GPT on $(NPROC) CPU processes (gloo, ZeRO-1)"
 	rm -rf $(DEMO)/tiny_gpt
 	@echo "-- first run: stops after step 20 with a checkpoint, as a preempted job would"
 	$(TRAIN)
@@ -45,7 +49,7 @@ demo: setup
 	@echo ""
 	@echo "Demo complete. Everything is under $(DEMO)/:"
 	@echo "  raw/        the built-in corpus (MediaWiki XML dump, WARC)"
-	@echo "  docs/       extracted document shards (Parquet)"
+	@echo "  docs/       extracted document shards (Parquet), then clean/ and dedup/ (each with stats.json)"
 	@echo "  tokenizer/  sentencepiece model"
 	@echo "  store/      Arrow token store + manifest.json"
 	@echo "  tiny_gpt/   the run: config.yaml, checkpoints/, metrics.jsonl, tensorboard/"

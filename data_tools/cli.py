@@ -13,14 +13,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from data_tools import clean, dedup
+from data_tools import clean, dedup, megatron_import, tokenize_shards, tokenizer
 from data_tools.demo_corpus import build_demo_corpus
 from data_tools.errors import DataToolsError
 from data_tools.extract import FORMATS, ExtractOptions, extract_files
 from data_tools.stage import STATS_FILE, format_stats, read_stage_stats
-from data_tools.tokenize_shards import tokenize_shards
-from data_tools.tokenizer import MODEL_TYPES, Tokenizer, train_tokenizer
-from roots_scale.data.token_store import TokenStoreError, read_manifest, verify_store
+from roots_scale.data.token_store import TokenStoreError
 
 
 def _demo_corpus(args: argparse.Namespace) -> int:
@@ -57,38 +55,6 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_tokenizer(args: argparse.Namespace) -> int:
-    """Train the sentencepiece tokenizer."""
-    model_path = train_tokenizer(args.input, args.output, args.vocab_size, args.model_type, args.max_sentences)
-    tokenizer = Tokenizer(model_path)
-    print(f"{model_path}: vocab_size {tokenizer.vocab_size}, special ids {tokenizer.special_tokens}, "
-          f"fingerprint {tokenizer.fingerprint}")
-    return 0
-
-
-def _tokenize(args: argparse.Namespace) -> int:
-    """Tokenize document shards into a token store."""
-    manifest = tokenize_shards(args.input, args.tokenizer, args.output, args.num_workers)
-    print(f"{args.output}: {len(manifest['files'])} files, {manifest['num_documents']:,} documents, "
-          f"{manifest['num_tokens']:,} tokens ({manifest['dtype']}), fingerprint {manifest['fingerprint']}")
-    return 0
-
-
-def _verify(args: argparse.Namespace) -> int:
-    """Fully check a token store; exit 1 listing the problems if it is not sound."""
-    problems = verify_store(args.store)
-    if problems:
-        print(f"{args.store}: {len(problems)} problem(s)", file=sys.stderr)
-        for problem in problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 1
-    manifest = read_manifest(args.store)
-    print(f"{args.store}: OK: {len(manifest['files'])} files, {manifest['num_documents']:,} documents, "
-          f"{manifest['num_tokens']:,} tokens ({manifest['dtype']}, vocab {manifest['vocab_size']}), "
-          f"fingerprint {manifest['fingerprint']}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="roots-data", description="Corpus pipeline: raw text to a token store.")
@@ -118,20 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="files (a saved dataset directory for --format hf)")
     extract.set_defaults(run=_extract)
 
-    train = commands.add_parser("train-tokenizer", help="train a lossless sentencepiece tokenizer on shards")
-    train.add_argument("--input", type=Path, required=True, metavar="DOCS_DIR")
-    train.add_argument("--output", type=Path, required=True, metavar="PREFIX", help="writes PREFIX.model/.vocab")
-    train.add_argument("--vocab-size", type=int, required=True)
-    train.add_argument("--model-type", choices=MODEL_TYPES, default="bpe")
-    train.add_argument("--max-sentences", type=int, default=2_000_000, help="sample at most this many lines")
-    train.set_defaults(run=_train_tokenizer)
-
-    tokenize = commands.add_parser("tokenize", help="tokenize shards into a memory-mapped token store")
-    tokenize.add_argument("--input", type=Path, required=True, metavar="DOCS_DIR")
-    tokenize.add_argument("--tokenizer", type=Path, required=True, metavar="PREFIX.model")
-    tokenize.add_argument("--output", type=Path, required=True, metavar="STORE_DIR")
-    tokenize.add_argument("--num-workers", type=int, default=1)
-    tokenize.set_defaults(run=_tokenize)
+    tokenizer.register(commands)
+    tokenize_shards.register(commands)
+    megatron_import.register(commands)
 
     clean.register(commands)
     dedup.register(commands)
@@ -139,10 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
     stats = commands.add_parser("stats", help="show a stage output's stats (documents, bytes, removals)")
     stats.add_argument("directory", type=Path, metavar="DIR")
     stats.set_defaults(run=_stats)
-
-    verify = commands.add_parser("verify", help="fully check a token store against its manifest")
-    verify.add_argument("store", type=Path, metavar="STORE_DIR")
-    verify.set_defaults(run=_verify)
     return parser
 
 

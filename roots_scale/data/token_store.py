@@ -147,9 +147,10 @@ class TokenStoreWriter:
         lengths = np.fromiter((len(d.input_ids) for d in documents), dtype=np.int64, count=len(documents))
         offsets = np.zeros(len(documents) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        flat = np.fromiter(
-            itertools.chain.from_iterable(d.input_ids for d in documents), dtype=np.int64, count=int(offsets[-1])
-        )
+        if offsets[-1] == 0:
+            flat = np.zeros(0, dtype=np.int64)
+        else:  # one C-level copy whether ids come as numpy arrays or lists
+            flat = np.concatenate([np.asarray(d.input_ids, dtype=np.int64) for d in documents])
         bad = np.flatnonzero((flat < 0) | (flat >= self.vocab_size))
         if bad.size:
             document = documents[int(np.searchsorted(offsets, bad[0], side="right")) - 1]

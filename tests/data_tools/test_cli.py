@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -67,3 +68,33 @@ def test_usage_errors_exit_2_from_argparse(capsys):
         main(["extract", "--format", "pdf", "--output", "x", "in"])
     assert exit_.value.code == 2
     assert "invalid choice: 'pdf'" in capsys.readouterr().err
+
+
+def test_train_tokenizer_prints_the_balanced_sample(docs_dir, tmp_path, capsys):
+    prefix = tmp_path / "bal"
+    assert main(["train-tokenizer", "--input", str(docs_dir), "--output", str(prefix), "--vocab-size", "500",
+                 "--max-sentences", "300", "--balance-by", "source", "--proportions", "commoncrawl=1,wikipedia=2"]) == 0
+    out = capsys.readouterr().out
+    assert "tokenizer sample: 300 sentences balanced by source" in out
+    assert re.search(r"commoncrawl +100 +[\d,]+ +33\.3%", out) and re.search(r"wikipedia +200 +[\d,]+ +66\.7%", out)
+    assert f"{prefix}.model: vocab_size 500" in out
+    assert main(["train-tokenizer", "--input", str(docs_dir), "--output", str(prefix), "--vocab-size", "500",
+                 "--balance-by", "lang", "--proportions", "en=1"]) == 2
+    assert "gives no weight to lang group(s) und" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["train-tokenizer", "--input", "d", "--output", "p", "--vocab-size", "500", "--proportions", "en"])
+    assert exit_.value.code == 2
+    assert "'en' in 'en' is not a new KEY=WEIGHT pair" in capsys.readouterr().err
+
+
+def test_tokenize_slices_write_the_manifest_when_complete(docs_dir, tokenizer_model, store_dir, tmp_path, capsys):
+    store = tmp_path / "store"
+    common = ["tokenize", "--input", str(docs_dir), "--tokenizer", str(tokenizer_model), "--output", str(store)]
+    assert main([*common, "--shard-index", "1", "--num-shards", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "tokenize: ran 1 task(s), kept 0 finished one(s)" in out
+    assert "tokenize: 34 documents in" in out and "no manifest yet: 1 shard(s) still to tokenize (demo.warc)" in out
+    assert main([*common, "--shard-index", "0", "--num-shards", "2", "--num-workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "tokenize: 68 documents in" in out and f"{store}: 2 files, 68 documents" in out
+    assert (store / "manifest.json").read_bytes() == (store_dir / "manifest.json").read_bytes()

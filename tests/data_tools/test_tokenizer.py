@@ -1,15 +1,19 @@
-"""The tokenizer: lossless round trips, fixed special ids, deterministic training, clear errors."""
+"""The tokenizer: lossless round trips, fixed special ids, deterministic balanced samples and training, clear errors."""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from data_tools.errors import DataToolsError
 from data_tools.extract import extract_files
-from data_tools.tokenizer import SPECIAL_TOKENS, Tokenizer, sentence_iterator, train_tokenizer
+from data_tools.shards import write_shard
+from data_tools.sources.base import Document
+from data_tools.tokenizer import SPECIAL_TOKENS, Tokenizer, parse_proportions, sample_sentences, train_tokenizer
 
 EDGE_CASES = [
     "",
@@ -72,14 +76,15 @@ def test_unigram_model_type(docs_dir, tmp_path):
     assert tokenizer.decode(tokenizer.encode(EDGE_CASES[7])) == EDGE_CASES[7]
 
 
-def test_sentence_iterator_caps_and_is_deterministic(docs_dir):
-    everything = list(sentence_iterator(docs_dir, max_sentences=10**9))
+def test_sample_caps_and_is_deterministic(docs_dir):
+    everything = sample_sentences(docs_dir, max_sentences=10**9).sentences
     assert everything and all(line.strip() and "\n" not in line for line in everything)
-    sample = list(sentence_iterator(docs_dir, max_sentences=100))
-    assert len(sample) == 100
-    assert sample == list(sentence_iterator(docs_dir, max_sentences=100))
-    assert set(sample) <= set(everything)
-    assert sample != everything[:100]  # a sample over the whole corpus, not its head
+    sample = sample_sentences(docs_dir, max_sentences=100)
+    assert len(sample.sentences) == 100
+    assert sample.used == {"all": 100} and sample.available == {"all": len(everything)}
+    assert sample == sample_sentences(docs_dir, max_sentences=100)
+    assert set(sample.sentences) <= set(everything)
+    assert sample.sentences != everything[:100]  # a sample over the whole corpus, not its head
 
 
 def test_long_lines_are_cut_between_characters(tmp_path):
@@ -87,7 +92,7 @@ def test_long_lines_are_cut_between_characters(tmp_path):
     path = tmp_path / "long.jsonl"
     path.write_text('{"text": "' + "é" * 5000 + '"}\n', encoding="utf-8")
     extract_files([path], "jsonl", shard_dir)
-    pieces = list(sentence_iterator(shard_dir, max_sentences=10, max_sentence_length=1001))
+    pieces = sample_sentences(shard_dir, max_sentences=10, max_sentence_length=1001).sentences
     assert all(len(piece.encode("utf-8")) <= 1001 for piece in pieces)
     assert [len(piece) for piece in pieces] == [500] * 10  # 1000 bytes each: never half a character
     assert "".join(pieces) == "é" * 5000
@@ -108,3 +113,85 @@ def test_errors_name_the_problem(docs_dir, tmp_path):
     with pytest.raises(DataToolsError, match="junk.model is not a sentencepiece model"):
         Tokenizer(tmp_path / "junk.model")
     assert not list(tmp_path.glob("t.*"))  # nothing half-written
+
+
+@pytest.fixture(scope="module")
+def mixed_dir(tmp_path_factory) -> Path:
+    """Two sources of one-line documents: 200 'web' lines (en and fr alternating), 20 'wiki' lines (no language)."""
+    directory = tmp_path_factory.mktemp("mixed")
+    write_shard(directory / "a.parquet",
+                (Document(f"w{i}", f"web line {i}", "web", None, ("en", "fr")[i % 2]) for i in range(200)))
+    write_shard(directory / "b.parquet", (Document(f"k{i}", f"wiki line {i}", "wiki", None) for i in range(20)))
+    return directory
+
+
+def corpus_order(sentences: list[str]) -> list[str]:
+    """The mixed corpus's sentences sorted as the shards hold them."""
+    return sorted(sentences, key=lambda s: (s.startswith("wiki"), int(s.rsplit(" ", 1)[1])))
+
+
+def test_natural_proportions_by_source(mixed_dir):
+    sample = sample_sentences(mixed_dir, max_sentences=110, balance_by="source")
+    assert sample.used == {"web": 100, "wiki": 10} and sample.available == {"web": 200, "wiki": 20}
+    assert sample.sentences == corpus_order(sample.sentences)
+    assert sum(s.startswith("wiki") for s in sample.sentences) == 10
+    assert len(set(sample.sentences)) == 110
+
+
+def test_temperature_flattens_and_rounds_by_largest_remainder(mixed_dir):
+    # weights ∝ size^(1/2): 14.14 : 4.47 → 37.98 : 12.02 of 50 → 38 : 12
+    assert sample_sentences(mixed_dir, 50, "source", temperature=2).used == {"web": 38, "wiki": 12}
+    # nearly uniform: wiki's 55 would exceed its 20 lines, so web takes the shortfall and the sample keeps its size
+    assert sample_sentences(mixed_dir, 110, "source", temperature=1000).used == {"web": 90, "wiki": 20}
+    assert sample_sentences(mixed_dir, 10**6, "source", temperature=3).used == {"web": 200, "wiki": 20}
+
+
+def test_proportions_by_language(mixed_dir):
+    sample = sample_sentences(mixed_dir, 40, "lang", proportions={"en": 1, "fr": 1, "und": 2})
+    assert sample.used == {"en": 10, "fr": 10, "und": 20}
+    assert sample.available == {"en": 100, "fr": 100, "und": 20}
+    numbers = [int(s.rsplit(" ", 1)[1]) for s in sample.sentences if s.startswith("web")]
+    assert sum(n % 2 == 0 for n in numbers) == 10  # the en lines are the even ones
+    excluded = sample_sentences(mixed_dir, 40, "source", proportions={"web": 1, "wiki": 0})
+    assert excluded.used == {"web": 40, "wiki": 0}
+
+
+def test_balanced_sample_is_deterministic_per_seed(mixed_dir):
+    first = sample_sentences(mixed_dir, 30, "source", temperature=2)
+    assert first == sample_sentences(mixed_dir, 30, "source", temperature=2)
+    other = sample_sentences(mixed_dir, 30, "source", temperature=2, seed=1)
+    assert other.used == first.used and other.sentences != first.sentences
+
+
+def test_balanced_training_reports_the_sample_first(docs_dir, tmp_path):
+    reports = []
+    path = train_tokenizer(docs_dir, tmp_path / "bal", 500, max_sentences=600, balance_by="source",
+                           proportions={"commoncrawl": 1, "wikipedia": 2}, report=reports.append)
+    assert [r.used for r in reports] == [{"commoncrawl": 200, "wikipedia": 400}]
+    tokenizer = Tokenizer(path)
+    assert tokenizer.decode(tokenizer.encode(EDGE_CASES[8])) == EDGE_CASES[8]
+
+
+def test_balance_errors_name_the_groups(mixed_dir):
+    with pytest.raises(DataToolsError, match=r"gives no weight to source group\(s\) wiki; the groups in .* are: "
+                                             r"web \(200 lines\), wiki \(20 lines\)"):
+        sample_sentences(mixed_dir, 10, "source", proportions={"web": 1})
+    with pytest.raises(DataToolsError, match=r"names lang group\(s\) de that .* does not have; .*en \(100 lines\)"):
+        sample_sentences(mixed_dir, 10, "lang", proportions={"en": 1, "fr": 1, "und": 1, "de": 1})
+    with pytest.raises(DataToolsError, match="gives every source group weight 0"):
+        sample_sentences(mixed_dir, 10, "source", proportions={"web": 0, "wiki": 0})
+    with pytest.raises(DataToolsError, match="need --balance-by source or lang"):
+        sample_sentences(mixed_dir, 10, proportions={"web": 1})
+    with pytest.raises(DataToolsError, match="not both"):
+        sample_sentences(mixed_dir, 10, "source", proportions={"web": 1, "wiki": 1}, temperature=2)
+    with pytest.raises(DataToolsError, match="--temperature must be a positive number, got 0"):
+        sample_sentences(mixed_dir, 10, "source", temperature=0)
+    with pytest.raises(DataToolsError, match="--balance-by 'url' is not supported; use one of none, source, lang"):
+        sample_sentences(mixed_dir, 10, "url")
+
+
+def test_parse_proportions():
+    assert parse_proportions("wikipedia=0.3, commoncrawl=0.7") == {"wikipedia": 0.3, "commoncrawl": 0.7}
+    for bad in ("wikipedia", "a=1,a=2", "a=-1", "a=x", "=1", "a=nan"):
+        with pytest.raises(argparse.ArgumentTypeError, match="is not a new KEY=WEIGHT pair"):
+            parse_proportions(bad)
