@@ -4,15 +4,20 @@ Megatron's three indices, built with vectorized numpy (no C++ helper to compile)
 - document index: the order documents are concatenated in, one shuffled pass per epoch;
 - sample index: where each sample starts (position in the document index, offset in that document);
 - shuffle index: the order samples are served in.
-Sample i is a pure function of (store, seq_length, num_samples, seed), identical on every rank.
+Sample i is a pure function of (store, documents, seq_length, num_samples, seed), identical on
+every rank and every restart; with a cache directory the indices are built once and memory-mapped.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from roots_scale.data.index_cache import cached_arrays
 
 if TYPE_CHECKING:
     from roots_scale.data.token_store import TokenStore
@@ -23,30 +28,49 @@ class DatasetError(ValueError):
 
 
 class GPTDataset:
-    """`num_samples` samples of `seq_length + 1` token ids (input = [:-1], labels = [1:])."""
+    """`num_samples` samples of `seq_length + 1` token ids (input = [:-1], labels = [1:]).
+
+    `documents` (default: all) are the store documents this dataset draws from, e.g. one split.
+    """
 
     def __init__(self, store: TokenStore, seq_length: int, num_samples: int, seed: int,
-                 max_epochs: int | None = None) -> None:
-        if len(store) == 0:
-            raise DatasetError("the token store holds no documents")
+                 max_epochs: int | None = None, documents: np.ndarray | None = None,
+                 cache_dir: str | Path | None = None) -> None:
         self.store = store
         self.seq_length = seq_length
         self.num_samples = num_samples
         self.eod = store.special_tokens["eod"]
-        lengths = store.document_lengths.astype(np.int64) + 1  # every document is followed by eod
+        documents = np.arange(len(store), dtype=np.int64) if documents is None else np.asarray(documents, np.int64)
+        if len(documents) == 0:
+            raise DatasetError(f"no documents to draw GPT samples from (store {store.directory})")
+        lengths = store.document_lengths[documents].astype(np.int64) + 1  # every document is followed by eod
         tokens_per_epoch = int(lengths.sum())
-        tokens_needed = num_samples * seq_length + 1
-        self.num_epochs = math.ceil(tokens_needed / tokens_per_epoch)
+        self.num_epochs = math.ceil((num_samples * seq_length + 1) / tokens_per_epoch)
         if max_epochs is not None and self.num_epochs > max_epochs:
             raise DatasetError(
-                f"{num_samples} samples of {seq_length} tokens need {self.num_epochs} epochs of a store "
-                f"with {tokens_per_epoch} tokens, but data.num_epochs = {max_epochs}; add data, "
+                f"{num_samples} samples of {seq_length} tokens need {self.num_epochs} epochs of "
+                f"{tokens_per_epoch} tokens, but data.num_epochs = {max_epochs}; add data, "
                 f"lower train.iters, or raise data.num_epochs")
+        description = {"kind": "gpt", "store": store.fingerprint, "seq_length": seq_length,
+                       "num_samples": num_samples, "seed": seed, "num_epochs": self.num_epochs,
+                       "documents": _fingerprint(documents)}
+
+        def build() -> dict[str, np.ndarray]:
+            return self._build_indices(documents, lengths, seed)
+
+        arrays = cached_arrays(cache_dir, description, build) if cache_dir is not None else build()
+        self.document_index = arrays["document_index"]
+        self.sample_index = arrays["sample_index"]
+        self.shuffle_index = arrays["shuffle_index"]
+
+    def _build_indices(self, documents: np.ndarray, lengths: np.ndarray, seed: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(seed)
-        self.document_index = np.concatenate(
-            [rng.permutation(len(store)) for _ in range(self.num_epochs)]).astype(np.int64)
-        self.sample_index = self._build_sample_index(lengths[self.document_index])
-        self.shuffle_index = np.random.default_rng(seed + 1).permutation(num_samples).astype(np.int64)
+        order = np.concatenate([rng.permutation(len(documents)) for _ in range(self.num_epochs)])
+        return {
+            "document_index": documents[order],
+            "sample_index": self._build_sample_index(lengths[order]),
+            "shuffle_index": np.random.default_rng(seed + 1).permutation(self.num_samples).astype(np.int64),
+        }
 
     def _build_sample_index(self, stream_lengths: np.ndarray) -> np.ndarray:
         """[num_samples, 2] of (position in document index, token offset) where each sample starts."""
@@ -76,3 +100,8 @@ class GPTDataset:
             position += 1
             offset = 0
         return sample
+
+
+def _fingerprint(documents: np.ndarray) -> str:
+    """A short hash of a document subset, so each split gets its own cached index."""
+    return hashlib.sha256(np.ascontiguousarray(documents).tobytes()).hexdigest()[:16]
