@@ -115,10 +115,13 @@ class TrainConfig:
 
 @dataclass
 class DataConfig:
-    """Where the tokens come from."""
+    """Where the tokens come from: a token store directory or a blend file (YAML)."""
 
     path: str = ""
+    split: str = "969,30,1"  # train,valid,test document ratios
     num_epochs: int | None = None  # None = as many epochs as train.iters needs
+    cache_dir: str | None = None  # sample-index cache; None = <run.output_dir>/index_cache
+    num_workers: int = 2  # loader worker processes per rank
 
 
 @dataclass
@@ -327,8 +330,9 @@ def validate(cfg: Config, world_size: int) -> BatchPlan:
              f"at most optimizer.lr ({cfg.optimizer.lr})")
     _require(cfg.optimizer.warmup_iters <= t.iters, "optimizer.warmup_iters", cfg.optimizer.warmup_iters,
              f"at most train.iters ({t.iters})")
-    _require(bool(cfg.data.path) and Path(cfg.data.path).is_dir(), "data.path", cfg.data.path,
-             "an existing token store directory (made by `roots-data tokenize`)")
+    _require(bool(cfg.data.path) and Path(cfg.data.path).exists(), "data.path", cfg.data.path,
+             "an existing token store directory (made by `roots-data tokenize`) or blend file (.yaml)")
+    _require(cfg.data.num_workers >= 0, "data.num_workers", cfg.data.num_workers, "0 or more")
     return _batch_plan(t, world_size // (p.tensor * p.pipeline))
 
 

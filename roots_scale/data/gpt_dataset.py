@@ -53,7 +53,7 @@ class GPTDataset:
                 f"lower train.iters, or raise data.num_epochs")
         description = {"kind": "gpt", "store": store.fingerprint, "seq_length": seq_length,
                        "num_samples": num_samples, "seed": seed, "num_epochs": self.num_epochs,
-                       "documents": _fingerprint(documents)}
+                       "documents": documents_fingerprint(documents)}
 
         def build() -> dict[str, np.ndarray]:
             return self._build_indices(documents, lengths, seed)
@@ -102,6 +102,6 @@ class GPTDataset:
         return sample
 
 
-def _fingerprint(documents: np.ndarray) -> str:
+def documents_fingerprint(documents: np.ndarray) -> str:
     """A short hash of a document subset, so each split gets its own cached index."""
     return hashlib.sha256(np.ascontiguousarray(documents).tobytes()).hexdigest()[:16]

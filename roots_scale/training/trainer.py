@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 
 from roots_scale.config import Config
-from roots_scale.data.loader import DistributedBatches
+from roots_scale.data.loader import SampleSource, step_batches
 from roots_scale.training.checkpoint import CheckpointManager
 from roots_scale.training.metrics import MetricsLogger
 from roots_scale.training.schedules import learning_rate
@@ -38,15 +38,23 @@ class FitResult:
 class Trainer:
     """Runs optimizer steps until `train.iters`, checkpointing on the configured cadence."""
 
-    def __init__(self, cfg: Config, engine, batches: DistributedBatches, checkpoints: CheckpointManager,
-                 metrics: MetricsLogger, data_parallel_group) -> None:
+    def __init__(self, cfg: Config, engine, dataset: SampleSource, checkpoints: CheckpointManager,
+                 metrics: MetricsLogger, data_parallel_group, micro_batch_size: int, accumulation_steps: int,
+                 pin_memory: bool = False) -> None:
         self.cfg = cfg
         self.engine = engine
-        self.batches = batches
+        self.dataset = dataset
         self.checkpoints = checkpoints
         self.metrics = metrics
         self.dp_group = data_parallel_group
+        self.micro_batch_size = micro_batch_size
+        self.accumulation_steps = accumulation_steps
+        self.pin_memory = pin_memory
         self.state = TrainState()
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.micro_batch_size * self.accumulation_steps * dist.get_world_size(group=self.dp_group)
 
     def resume(self) -> int | None:
         """Load `latest` if there is one; return the step resumed from."""
@@ -54,22 +62,24 @@ class Trainer:
         if saved is None:
             return None
         self.state = TrainState(step=int(saved["step"]), consumed_samples=int(saved["consumed_samples"]))
-        self.batches.consumed_samples = self.state.consumed_samples
         self.metrics.truncate_after(self.state.step)
         return self.state.step
 
     def fit(self) -> FitResult:
         resumed_from = self.resume()
         train = self.cfg.train
-        tokens_per_step = self.batches.global_batch_size * self.cfg.model.seq_length
+        tokens_per_step = self.global_batch_size * self.cfg.model.seq_length
+        batches = step_batches(self.dataset, self.micro_batch_size, self.accumulation_steps,
+                               dist.get_rank(group=self.dp_group), dist.get_world_size(group=self.dp_group),
+                               self.state.consumed_samples, self.cfg.data.num_workers, self.pin_memory)
         interval_start, interval_steps = time.perf_counter(), 0
-        for micro_batches in self.batches:
+        for micro_batches in batches:
             if self.state.step >= train.iters:
                 break
             lr = learning_rate(self.state.step, train.iters, self.cfg.optimizer)
             loss = self._train_step(micro_batches, lr)
             self.state.step += 1
-            self.state.consumed_samples = self.batches.consumed_samples
+            self.state.consumed_samples += self.global_batch_size
             interval_steps += 1
             step = self.state.step
             if step % train.log_interval == 0 or step == train.iters:
@@ -89,14 +99,13 @@ class Trainer:
                 return FitResult("exit_interval", step, resumed_from)
         return FitResult("finished", self.state.step, resumed_from)
 
-    def _train_step(self, micro_batches: list[torch.Tensor], lr: float) -> float:
+    def _train_step(self, micro_batches: list[dict[str, torch.Tensor]], lr: float) -> float:
         """One optimizer step over the micro-batches; returns the loss averaged over data parallel."""
         for group in self.engine.optimizer.param_groups:
             group["lr"] = lr
         total = torch.zeros((), device=self.engine.device)
         for batch in micro_batches:
-            batch = batch.to(self.engine.device)
-            loss = self.engine(batch[:, :-1], batch[:, 1:])
+            loss = self.engine(**{key: value.to(self.engine.device) for key, value in batch.items()})
             self.engine.backward(loss)
             self.engine.step()
             total += loss.detach().float()
