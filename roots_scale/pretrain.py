@@ -88,8 +88,7 @@ def train(cfg: Config, plan: BatchPlan, launch: LaunchEnv):
     import torch.distributed as dist
     from megatron.core import parallel_state
 
-    from roots_scale.data.gpt_dataset import GPTDataset
-    from roots_scale.data.loader import DistributedBatches
+    from roots_scale.data.builder import build_dataset, store_paths
     from roots_scale.data.token_store import TokenStore
     from roots_scale.models.gpt import GPT
     from roots_scale.models.layers import padded_vocab_size
@@ -106,23 +105,27 @@ def train(cfg: Config, plan: BatchPlan, launch: LaunchEnv):
         save_config(cfg, run_dir / "config.yaml")
     dist.barrier()
 
-    verify_data(Path(cfg.data.path), run_dir)
-    store = TokenStore(cfg.data.path)
-    dataset = GPTDataset(store, cfg.model.seq_length, cfg.train.iters * plan.global_batch_size,
-                         seed=cfg.train.seed, max_epochs=cfg.data.num_epochs)
-    batches = DistributedBatches(dataset, plan.micro_batch_size, plan.gradient_accumulation_steps,
-                                 parallel_state.get_data_parallel_rank(), plan.data_parallel_size)
+    stores = store_paths(cfg.data.path)
+    for path in stores:
+        verify_data(path, run_dir)
+    cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "index_cache"
+    dataset = build_dataset(cfg, cfg.train.iters * plan.global_batch_size, "train", cache_dir)
+    vocab_sizes = {TokenStore(path).vocab_size for path in stores}
+    if len(vocab_sizes) != 1:
+        raise DatasetError(f"the stores of {cfg.data.path} have different vocabularies {sorted(vocab_sizes)}; "
+                           f"a blend needs stores made with one tokenizer")
 
     seed_everything(cfg.train.seed)
-    vocab = padded_vocab_size(cfg.model.vocab_size or store.vocab_size, cfg.model.make_vocab_size_divisible_by)
+    vocab = padded_vocab_size(cfg.model.vocab_size or vocab_sizes.pop(), cfg.model.make_vocab_size_divisible_by)
     model = GPT(cfg.model, vocab, cfg.parallel.tensor)
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=build_optimizer(model, cfg.optimizer),
         config=build_deepspeed_config(cfg, plan), mpu=MegatronMpu())
 
     metrics = MetricsLogger(run_dir, enabled=is_writer, tensorboard=cfg.run.tensorboard)
-    trainer = Trainer(cfg, engine, batches, CheckpointManager(run_dir / "checkpoints"), metrics,
-                      parallel_state.get_data_parallel_group())
+    trainer = Trainer(cfg, engine, dataset, CheckpointManager(run_dir / "checkpoints"), metrics,
+                      parallel_state.get_data_parallel_group(), plan.micro_batch_size,
+                      plan.gradient_accumulation_steps, pin_memory=torch.cuda.is_available())
     try:
         result = trainer.fit()
     finally:

@@ -51,3 +51,16 @@ def test_tensor_and_data_parallel_match_one_process(tmp_path: Path) -> None:
         for (loss, norm), (ref_loss, ref_norm) in zip(results[name], results["tp1"]):
             assert loss == pytest.approx(ref_loss, rel=1e-5), name
             assert norm == pytest.approx(ref_norm, rel=1e-5), name
+
+
+@pytest.mark.slow
+def test_training_on_a_blend_file(tmp_path: Path) -> None:
+    stores = [write_random_store(tmp_path / f"store{i}", seed=i) for i in range(2)]
+    blend = tmp_path / "blend.yaml"
+    blend.write_text("datasets:\n" + "".join(f"  - {{path: {p.name}, weight: {w}}}\n" for p, w in zip(stores, (1, 3))))
+    proc = torchrun(2, "roots_scale/pretrain.py", *COMMON, f"data.path={blend}", "data.num_workers=1",
+                    f"run.output_dir={tmp_path / 'run'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(losses(tmp_path / "run")) == STEPS
+    cached = [p.name for p in (tmp_path / "run" / "index_cache").iterdir()]
+    assert len(cached) == 3  # one index per store plus the interleave, built once and shared by both ranks
