@@ -66,3 +66,26 @@ def test_out_of_range_sample(store: TokenStore) -> None:
     dataset = GPTDataset(store, 16, 10, seed=1)
     with pytest.raises(IndexError):
         dataset[10]
+
+
+def _samples_in_another_process(store_dir: str, cache_dir: str) -> list[list[int]]:
+    dataset = GPTDataset(TokenStore(store_dir), 16, 50, seed=9, cache_dir=cache_dir)
+    return [dataset[i].tolist() for i in range(50)]
+
+
+def test_identical_samples_in_another_process_and_from_the_cache(store: TokenStore, tmp_path) -> None:
+    import concurrent.futures
+    import multiprocessing
+
+    here = GPTDataset(store, 16, 50, seed=9)
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        there = pool.submit(_samples_in_another_process, str(store.directory), str(tmp_path)).result()
+    cached = GPTDataset(store, 16, 50, seed=9, cache_dir=tmp_path)  # built by the other process, now mapped
+    assert isinstance(cached.sample_index, np.memmap)
+    assert there == [here[i].tolist() for i in range(50)] == [cached[i].tolist() for i in range(50)]
+
+
+def test_a_document_subset_draws_only_from_its_documents(store: TokenStore) -> None:
+    subset = np.arange(10, 30)
+    dataset = GPTDataset(store, 8, 40, seed=2, documents=subset)
+    assert set(np.unique(dataset.document_index)) <= set(subset.tolist())
