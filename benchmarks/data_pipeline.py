@@ -1,12 +1,16 @@
-"""Training-data throughput: index builds for a 1-billion-token store, cached reopen, loader speed.
+"""Training-data throughput: index builds for a 1-billion-token store, cached reopen, loader speed, blending.
 
-    python benchmarks/data_pipeline.py --tokens 1e9
+    python benchmarks/data_pipeline.py --tokens 1e9 --blend-samples 1e8
 
-Writes a synthetic token store (random ids, document lengths lognormal around 1,000 tokens),
-then prints a table: GPT and BERT index build time and peak memory (each in a fresh process),
-cached reopen time, samples/s at seq 2048 (GPT) and 512 (BERT) in one process and through the
-loader with 2 workers, and the blend interleave's speed. Megatron users report GPT index builds
-of minutes (270 s in NVIDIA/Megatron-LM#795); the target here is under 10 s for 1B tokens.
+Writes a synthetic token store into a temporary directory (random ids, document lengths lognormal
+with a mean of about 1,100 tokens, written with the store's own writer), then prints a table:
+GPT (seq 2048) and BERT (seq 512) index build time and memory, each in a fresh process, and
+their cached reopen; samples/s of `ds[i]` alone and through the training loader
+(`roots_scale.data.loader.step_batches`, micro-batches of 32, collated to tensors) in one process
+and with 2 workers; and the blend interleave built for `--blend-samples` samples of a 7-dataset
+ROOTS-like mix. The store is read from the page cache (it was just written), so loader rates are
+CPU-bound rates, not disk rates. Megatron users report GPT index builds of minutes (270 s in
+NVIDIA/Megatron-LM#795); the target here is under 10 s for 1B tokens.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +35,10 @@ from roots_scale.data.token_store import TokenizedDocument, TokenStoreWriter  # 
 
 SPECIAL = {"pad": 0, "unk": 1, "eod": 2, "mask": 3, "cls": 4, "sep": 5}
 DOCUMENTS_PER_FILE = 200_000
+ROOTS_LIKE = [30.0, 16.2, 12.9, 10.8, 10.8, 4.9, 4.6]  # en, zh, fr, es, code, pt, ar (percent of ROOTS)
+MICRO_BATCH = 32
+DATASETS = {"gpt": ("gpt_dataset", "GPTDataset", 2048, ""),
+            "bert": ("bert_dataset", "BERTDataset", 512, ", sentence_order=False")}  # no tokenizer model here
 
 
 def write_store(directory: Path, tokens: int, vocab_size: int = 50_000) -> None:
@@ -50,21 +60,20 @@ def write_store(directory: Path, tokens: int, vocab_size: int = 50_000) -> None:
     writer.write_manifest(entries)
 
 
-def build_in_subprocess(kind: str, store: Path, cache: Path, seq_length: int, num_samples: int) -> dict:
-    """Build (or open) one index in a fresh process; its wall time and peak memory."""
+def measure_in_subprocess(setup: str, timed: str) -> dict[str, float]:
+    """Run `setup`, then time `timed`, in a fresh interpreter: seconds, memory high-water mark and its growth (MB)."""
     code = f"""
-import json, sys, time
+import json, sys, time, warnings
 sys.path.insert(0, {str(ROOT)!r})
+warnings.simplefilter("ignore")
 def high_water_mb():  # VmHWM starts afresh at exec, unlike ru_maxrss, which keeps the parent's peak
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
-from roots_scale.data.token_store import TokenStore
-from roots_scale.data.{'gpt' if kind == 'gpt' else 'bert'}_dataset import {'GPTDataset' if kind == 'gpt' else 'BERTDataset'} as D
-store = TokenStore({str(store)!r})
+{setup}
 before = high_water_mb()
 start = time.perf_counter()
-ds = D(store, {seq_length}, {num_samples}, 1234, cache_dir={str(cache)!r}{', sentence_order=False' if kind == 'bert' else ''})
+{timed}
 seconds = time.perf_counter() - start
 peak = high_water_mb()
 print(json.dumps({{"seconds": seconds, "peak_mb": peak, "delta_mb": peak - before}}))
@@ -73,29 +82,43 @@ print(json.dumps({{"seconds": seconds, "peak_mb": peak, "delta_mb": peak - befor
     return json.loads(out.strip().splitlines()[-1])
 
 
-def samples_per_second(dataset, count: int, workers: int) -> float:
+def index_build(kind: str, store: Path, cache: Path, num_samples: int) -> dict[str, float]:
+    """Build (or, when cached, open) one sample index in a fresh process."""
+    module, name, seq_length, options = DATASETS[kind]
+    setup = (f"from roots_scale.data.token_store import TokenStore\n"
+             f"from roots_scale.data.{module} import {name}\n"
+             f"store = TokenStore({str(store)!r})")
+    timed = f"{name}(store, {seq_length}, {num_samples}, 1234, cache_dir={str(cache)!r}{options})"
+    return measure_in_subprocess(setup, timed)
+
+
+def item_rate(dataset: Any, count: int) -> float:
+    """Samples/s of `dataset[i]` at random i, in this process."""
     indices = np.random.default_rng(0).integers(0, len(dataset), count)
-    if workers == 0:
-        start = time.perf_counter()
-        for i in indices:
-            dataset[int(i)]
-        return count / (time.perf_counter() - start)
-    import torch
-
-    from roots_scale.data.loader import collate
-
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices.tolist()), batch_size=32,
-                                         num_workers=workers, collate_fn=collate)
     start = time.perf_counter()
-    for _ in loader:
-        pass
+    for i in indices:
+        dataset[int(i)]
     return count / (time.perf_counter() - start)
+
+
+def loader_rate(dataset: Any, count: int, workers: int) -> float:
+    """Samples/s through the training loader (micro-batches collated to tensors), worker start-up included."""
+    from roots_scale.data.loader import step_batches
+
+    batches = step_batches(dataset, MICRO_BATCH, 1, 0, 1, num_workers=workers)
+    start = time.perf_counter()
+    for _ in range(count // MICRO_BATCH):
+        next(batches)
+    seconds = time.perf_counter() - start
+    batches.close()
+    return count // MICRO_BATCH * MICRO_BATCH / seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tokens", type=float, default=1e9)
-    parser.add_argument("--samples", type=int, default=20_000, help="samples timed per loader row")
+    parser.add_argument("--tokens", type=float, default=1e9, help="tokens in the synthetic store")
+    parser.add_argument("--samples", type=int, default=20_000, help="samples timed per throughput row")
+    parser.add_argument("--blend-samples", type=float, default=1e8, help="length of the timed blend interleave")
     args = parser.parse_args()
     tokens = int(args.tokens)
     work = Path(tempfile.mkdtemp(prefix="roots-data-bench-"))
@@ -106,32 +129,35 @@ def main() -> None:
         write_store(store, tokens)
         print(f"synthetic store: {tokens:,} tokens written in {time.perf_counter() - start:.0f} s ({work})")
         from roots_scale.data.bert_dataset import BERTDataset
-        from roots_scale.data.blending import interleave
         from roots_scale.data.gpt_dataset import GPTDataset
         from roots_scale.data.token_store import TokenStore
 
         start = time.perf_counter()
         opened = TokenStore(store)
         rows.append(("open token store", f"{(time.perf_counter() - start) * 1e3:.1f} ms, {len(opened):,} documents"))
-        for kind, seq in (("gpt", 2048), ("bert", 512)):
-            num_samples = tokens // seq
-            build = build_in_subprocess(kind, store, cache, seq, num_samples)
+        for kind, constructor in (("gpt", GPTDataset), ("bert", BERTDataset)):
+            seq_length = DATASETS[kind][2]
+            num_samples = tokens // seq_length
+            build = index_build(kind, store, cache, num_samples)
             rows.append((f"{kind} index build ({num_samples:,} samples)",
-                         f"{build['seconds']:.2f} s, peak RSS {build['peak_mb']:,.0f} MB "
-                         f"(+{build['delta_mb']:,.0f} MB over the open store)"))
-            reopen = build_in_subprocess(kind, store, cache, seq, num_samples)
+                         (f"{build['seconds']:.2f} s, peak RSS {build['peak_mb']:,.0f} MB "
+                          f"(+{build['delta_mb']:,.0f} MB over the open store)")))
+            reopen = index_build(kind, store, cache, num_samples)
             rows.append((f"{kind} cached reopen", f"{reopen['seconds'] * 1e3:.1f} ms"))
-            dataset = GPTDataset(opened, seq, num_samples, 1234, cache_dir=cache) if kind == "gpt" else \
-                BERTDataset(opened, seq, num_samples, 1234, cache_dir=cache, sentence_order=False)
-            for workers in (0, 2):
-                rate = samples_per_second(dataset, args.samples, workers)
-                rows.append((f"{kind} samples/s, seq {seq}, {workers} workers",
-                             f"{rate:,.0f} samples/s ({rate * seq / 1e6:,.1f} M tokens/s)"))
-        start = time.perf_counter()
-        interleave([0.5, 0.3, 0.2], 1_000_000)
-        seconds = time.perf_counter() - start
-        rows.append(("blend interleave, 3 datasets", f"{1e6 / seconds:,.0f} samples/s "
-                     f"(100M samples: ~{100 * seconds:.0f} s, once, then cached)"))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # BERT: no tokenizer model in a synthetic store
+                options = {"sentence_order": False} if kind == "bert" else {}
+                dataset = constructor(opened, seq_length, num_samples, 1234, cache_dir=cache, **options)
+            rates = [(f"{kind} ds[i], seq {seq_length}", item_rate(dataset, args.samples))]
+            rates += [(f"{kind} loader, {workers} workers", loader_rate(dataset, args.samples, workers))
+                      for workers in (0, 2)]
+            rows += [(name, f"{rate:,.0f} samples/s ({rate * seq_length / 1e6:,.1f} M tokens/s)")
+                     for name, rate in rates]
+        blend_samples = int(args.blend_samples)
+        blend = measure_in_subprocess("from roots_scale.data.blending import interleave",
+                                      f"interleave({ROOTS_LIKE}, {blend_samples})")
+        rows.append((f"blend interleave, 7 datasets, {blend_samples:,} samples",
+                     f"{blend['seconds']:.1f} s, peak RSS {blend['peak_mb']:,.0f} MB (built once, then cached)"))
         width = max(len(name) for name, _ in rows) + 2
         print()
         for name, value in rows:

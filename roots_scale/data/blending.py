@@ -45,7 +45,9 @@ _TOP_KEYS = ("datasets", "temperature")
 _ENTRY_KEYS = ("name", "path", "weight")
 _ROWS = 4096  # blocks simulated side by side: enough to amortize numpy's per-call cost
 _MIN_WARMUP, _MAX_WARMUP = 256, 1 << 17
-_EPS = 1e-9  # window ends within this of an integer count as that integer (float rounding of exact ratios)
+_CHUNK = 64  # steps recorded per transposed write
+_SLACK = 1e-12  # relative: a window end this close to an integer counts as it, so float rounding of
+# an exact ratio such as (k - 1 + σ)/w = 7 never moves a window by a whole position
 
 
 class BlendError(ValueError):
@@ -190,7 +192,7 @@ def interleave(weights: Sequence[float], num_samples: int) -> tuple[np.ndarray, 
     """The blend order: position i serves sample dataset_sample_index[i] of dataset dataset_index[i].
 
     Every prefix of n positions holds within 1 − 1/(2D − 2) samples of n·w_d from each dataset d
-    (w normalized, D the datasets of positive weight).
+    (w normalized, D ≥ 2 the datasets of positive weight; one dataset is drawn every time).
     """
     w = _normalized(weights)
     if num_samples < 0:
@@ -209,44 +211,60 @@ def _edf(w: np.ndarray, n: int, warmup: int | None = None, block: int | None = N
     sigma = 1 / (2 * len(w) - 2) if len(w) > 1 else 0.0
     starts = np.arange(max(1, -(-n // block)), dtype=np.float64) * block
     counts = _largest_remainder(np.maximum(starts - warmup, 0), w)  # row 0 starts exactly: empty
-    _simulate(1 / w, sigma, starts[1:] - warmup, counts[1:], warmup)
-    chosen = np.empty((block, len(starts)), dtype=_index_dtype(len(w)))  # [step, block]: each step writes
-    sample = np.empty((block, len(starts)), dtype=np.int64)  # contiguously
+    if len(starts) > 1:
+        _simulate(1 / w, sigma, starts[1:] - warmup, counts[1:], warmup)
+    chosen = np.empty((len(starts), block), dtype=_index_dtype(len(w)))
+    sample = np.empty((len(starts), block), dtype=np.int64)
     begin = counts.copy()
     _simulate(1 / w, sigma, starts, counts, block, (chosen, sample))
     while True:  # re-run each block whose start is not its predecessor's end; row 0 is exact, so this ends
         stale = np.flatnonzero((begin[1:] != counts[:-1]).any(axis=1)) + 1
         if not len(stale):
-            return chosen.T.reshape(-1)[:n], sample.T.reshape(-1)[:n]
+            return chosen.reshape(-1)[:n], sample.reshape(-1)[:n]
         begin[stale] = counts[stale - 1]
         state = begin[stale].copy()
-        record = (np.empty((block, len(stale)), chosen.dtype), np.empty((block, len(stale)), np.int64))
+        record = (np.empty((len(stale), block), chosen.dtype), np.empty((len(stale), block), np.int64))
         _simulate(1 / w, sigma, starts[stale], state, block, record)
-        chosen[:, stale], sample[:, stale] = record
+        chosen[stale], sample[stale] = record
         counts[stale] = state
 
 
 def _simulate(inv: np.ndarray, sigma: float, first: np.ndarray, counts: np.ndarray, steps: int,
               record: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-    """Advance every row's EDF state (`counts` [rows, D], in place) `steps` positions past position first[row].
+    """Advance every row's EDF state (`counts`, C-contiguous [rows, D], in place) `steps` positions past first[row].
 
-    `record`, if given, receives [step, row] the dataset served and its count before.
+    `record`, if given, receives [row, step] the dataset served and its count before; steps are
+    gathered _CHUNK at a time and written transposed, which keeps both the gather and the write
+    contiguous (writing one column per step would touch a page per row).
     """
-    rows = np.arange(len(counts))
-    release = (counts + sigma) * inv  # dataset d's next sample may be served from position release[d] on
-    deadline = np.floor((counts + 1 - sigma) * inv + _EPS)  # ... and must be by position deadline[d] + 1
-    position = first[:, None] + _EPS
+    rows, num = counts.shape
+    flat = counts.reshape(-1)  # a view: updates land in `counts`
+    row_start = np.arange(rows) * num
+    release = (counts + sigma) * inv * (1 - _SLACK)  # d's next sample may be served from position release[d]
+    deadline = np.floor((counts + 1 - sigma) * inv * (1 + _SLACK))  # ... and must be by position deadline[d] + 1
+    released, keys = np.empty(counts.shape, dtype=bool), np.empty(counts.shape)
+    position = first[:, None].copy()
+    if record is not None:
+        chunk = (np.empty((_CHUNK, rows), record[0].dtype), np.empty((_CHUNK, rows), np.int64))
     for step in range(steps):
         position += 1
-        d = np.where(release <= position, deadline, np.inf).argmin(axis=1)
-        served = counts[rows, d]
+        np.less_equal(release, position, out=released)
+        keys.fill(np.inf)
+        np.copyto(keys, deadline, where=released)
+        d = keys.argmin(axis=1)
+        at = row_start + d
+        served = flat.take(at)
         if record is not None:
-            record[0][step] = d
-            record[1][step] = served
+            row = step % _CHUNK
+            chunk[0][row], chunk[1][row] = d, served
+            if row == _CHUNK - 1 or step == steps - 1:
+                record[0][:, step - row: step + 1] = chunk[0][: row + 1].T
+                record[1][:, step - row: step + 1] = chunk[1][: row + 1].T
         served += 1
-        counts[rows, d] = served
-        release[rows, d] = (served + sigma) * inv[d]
-        deadline[rows, d] = np.floor((served + 1 - sigma) * inv[d] + _EPS)
+        flat.put(at, served)
+        step_inv = inv.take(d)
+        release.put(at, (served + sigma) * step_inv * (1 - _SLACK))
+        deadline.put(at, np.floor((served + 1 - sigma) * step_inv * (1 + _SLACK)))
 
 
 def _largest_remainder(positions: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ def build_dataset(cfg: Config, num_samples: int, split: str = "train", cache_dir
         return _sample_dataset(cfg, TokenStore(cfg.data.path), num_samples, split, cache_dir)
     spec = load_blend(cfg.data.path)
     weights = blend_weights(spec)
-    counts = samples_per_dataset(weights, num_samples)
+    counts = samples_per_dataset(weights, num_samples, cache_dir=cache_dir)
     components = [_sample_dataset(cfg, TokenStore(entry.path), count, split, cache_dir)
                   for entry, count in zip(spec.datasets, counts)]
     return BlendedDataset(components, weights, num_samples, cache_dir=cache_dir)

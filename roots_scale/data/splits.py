@@ -1,50 +1,65 @@
 """Train / valid / test splits of a store's documents by ratio (e.g. "969,30,1"), disjoint by construction.
 
-Contiguous document ranges, as Megatron does: the split is a pure function of (number of
-documents, ratios), so every rank and every restart agrees, and changing the seed never moves a
-document from train into valid.
+The splits are cut from one seeded permutation of all documents. Why not contiguous ranges
+(Megatron's choice): a store lists documents shard by shard, in dump or crawl order, so its last
+3 % is a few shards (one crawl segment, the newest Wikipedia pages), not a sample of the corpus; a
+permutation gives valid and test the same make-up as train. Cutting one permutation keeps the
+splits exactly disjoint and together every document, and makes them a pure function of
+(num_documents, ratios, seed). The split seed is its own, not train.seed, so a new training seed
+never moves a document between train and valid. Indices come back sorted, for locality.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-SPLITS = ("train", "valid", "test")
+SPLIT_NAMES = ("train", "valid", "test")
+SPLIT_SEED = 0
 
 
 class SplitError(ValueError):
-    """A split string that cannot be parsed or applied; the message says what would work."""
+    """A split that cannot be parsed or applied; the message says what would work."""
 
 
-def parse_split(text: str) -> tuple[float, float, float]:
-    """`"969,30,1"` → normalized ratios (train, valid, test); one or two numbers leave the rest 0."""
+def parse_split(split: str) -> tuple[float, float, float]:
+    """`"969,30,1"` → (0.969, 0.03, 0.001): the train, valid, test shares; missing trailing parts are 0."""
+    hint = "write up to three numbers ≥ 0 for train,valid,test with a positive sum, e.g. '969,30,1'"
+    parts = str(split).split(",")
     try:
-        parts = [float(part) for part in str(text).split(",")]
+        values = [float(part) for part in parts]
     except ValueError:
-        raise SplitError(f"data.split = {text!r}: expected up to three comma-separated numbers, "
-                         f"e.g. '969,30,1'") from None
-    if not 1 <= len(parts) <= 3 or any(p < 0 for p in parts) or sum(parts) <= 0:
-        raise SplitError(f"data.split = {text!r}: expected 1-3 non-negative numbers with a positive sum, "
-                         f"e.g. '969,30,1'")
-    parts += [0.0] * (3 - len(parts))
-    total = sum(parts)
-    return parts[0] / total, parts[1] / total, parts[2] / total
+        raise SplitError(f"split {split!r} is not a list of numbers; {hint}") from None
+    if len(values) > len(SPLIT_NAMES):
+        raise SplitError(f"split {split!r} has {len(values)} parts; {hint}")
+    if not all(math.isfinite(value) and value >= 0 for value in values) or sum(values) <= 0:
+        raise SplitError(f"split {split!r} has a negative, infinite or NaN part, or sums to 0; {hint}")
+    values += [0.0] * (len(SPLIT_NAMES) - len(values))
+    total = sum(values)
+    return values[0] / total, values[1] / total, values[2] / total
 
 
-def split_documents(num_documents: int, split: str) -> dict[str, np.ndarray]:
-    """Document indices of each split: contiguous, disjoint, together every document."""
-    ratios = parse_split(split)
-    wanted = [name for name, ratio in zip(SPLITS, ratios) if ratio > 0]
-    if num_documents < len(wanted):
-        raise SplitError(f"data.split = {split!r} needs at least {len(wanted)} documents "
-                         f"(one per non-empty split: {', '.join(wanted)}); the store has {num_documents}")
-    sizes = [int(np.floor(ratio * num_documents)) for ratio in ratios]
-    remainders = sorted(range(3), key=lambda i: -(ratios[i] * num_documents - sizes[i]))
-    for i in remainders[: num_documents - sum(sizes)]:  # largest remainders get the leftover documents
-        sizes[i] += 1
-    for i, ratio in enumerate(ratios):  # a requested split is never empty
-        if ratio > 0 and sizes[i] == 0:
-            sizes[int(np.argmax(sizes))] -= 1
-            sizes[i] = 1
-    bounds = np.cumsum([0, *sizes])
-    return {name: np.arange(bounds[i], bounds[i + 1], dtype=np.int64) for i, name in enumerate(SPLITS)}
+def split_documents(num_documents: int, split: str, seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:
+    """Sorted document indices of each split: disjoint, together all documents, none empty that has a share."""
+    ratios = np.array(parse_split(split))
+    wanted = int((ratios > 0).sum())
+    if num_documents < wanted:
+        raise SplitError(f"split {split!r} needs at least {wanted} documents (one per split with a share) "
+                         f"but the store has {num_documents}")
+    sizes = _split_sizes(num_documents, ratios)
+    order = np.random.default_rng(seed).permutation(num_documents)
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    return {name: np.sort(order[bounds[i]: bounds[i + 1]]) for i, name in enumerate(SPLIT_NAMES)}
+
+
+def _split_sizes(num_documents: int, ratios: np.ndarray) -> np.ndarray:
+    """Documents per split: largest remainders of num_documents·ratios, then one for each empty split with a share."""
+    exact = num_documents * ratios
+    sizes = np.floor(exact).astype(np.int64)
+    leftover = num_documents - int(sizes.sum())
+    sizes[np.argsort(sizes - exact, kind="stable")[:leftover]] += 1
+    for empty in np.flatnonzero((ratios > 0) & (sizes == 0)):
+        sizes[np.argmax(sizes)] -= 1  # the largest split has ≥ 2: there are at least as many documents as shares
+        sizes[empty] = 1
+    return sizes
