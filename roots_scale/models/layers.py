@@ -171,3 +171,9 @@ def parallel_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
         return losses.mean()
     loss_mask = loss_mask.float()
     return (losses * loss_mask).sum() / loss_mask.sum().clamp(min=1.0)
+
+
+def padding_attention_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """A bidirectional SDPA mask from a [batch, seq] padding mask (1 real, 0 pad): True where a query
+    may attend, [batch, 1, 1, seq], so every position sees every real token and no padding."""
+    return attention_mask.bool()[:, None, None, :]
