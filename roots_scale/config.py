@@ -17,6 +17,8 @@ from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
+from roots_scale.data.splits import SplitError, parse_split
+
 
 class ConfigError(ValueError):
     """A configuration key, value or combination that cannot work; the message says what would."""
@@ -103,6 +105,7 @@ class TrainConfig:
     """Length, batch arithmetic, precision and the logging / checkpoint cadence."""
 
     iters: int = 100
+    tokens: int | None = None  # train length in tokens; when set, iters = ceil(tokens / (global batch × seq))
     seed: int = 1234
     micro_batch_size: int = 4
     global_batch_size: int | None = None  # None = micro × accumulation × data-parallel size
@@ -111,6 +114,10 @@ class TrainConfig:
     log_interval: int = 10
     save_interval: int = 1000
     exit_interval: int | None = None  # save and exit after a step divisible by this (simulates preemption)
+    exit_duration_minutes: float | None = None  # save and exit before the next step would pass this wall time
+    eval_interval: int | None = None  # validation loss every this many steps; None = never
+    eval_iters: int = 10  # validation micro-batches per data-parallel rank per evaluation
+    peak_tflops: float | None = None  # peak TFLOP/s of one device for MFU; None = look up the device type
 
 
 @dataclass
@@ -295,7 +302,11 @@ class BatchPlan:
 
 
 def validate(cfg: Config, world_size: int) -> BatchPlan:
-    """Check every combination that cannot work on `world_size` processes; return the batch plan."""
+    """Check every combination that cannot work on `world_size` processes; return the batch plan.
+
+    Also resolves the train length: `train.tokens`, when set, overrides `train.iters` with
+    ceil(tokens / (global batch × seq_length)), written back so config.yaml records both.
+    """
     m, p, t = cfg.model, cfg.parallel, cfg.train
     _require(m.hidden_size % m.num_attention_heads == 0, "model.hidden_size", m.hidden_size,
              f"a multiple of model.num_attention_heads ({m.num_attention_heads})")
@@ -314,26 +325,50 @@ def validate(cfg: Config, world_size: int) -> BatchPlan:
     _require(world_size % (p.tensor * p.pipeline) == 0, "parallel.tensor", p.tensor,
              f"such that tensor × pipeline divides the world size {world_size}: "
              f"{_divisors(world_size)}")
+    if m.arch == "bert":
+        _require(m.position_embedding == "learned", "model.position_embedding", m.position_embedding,
+                 "'learned' for BERT")
+        _require(m.tie_embeddings, "model.tie_embeddings", m.tie_embeddings, "true for BERT (the MLM head is tied)")
     if m.position_embedding == "rope":
         _require(m.head_dim % 2 == 0, "model.hidden_size", m.hidden_size,
                  "such that the head dimension is even (RoPE rotates pairs)")
     _require(m.seq_length >= 1, "model.seq_length", m.seq_length, "at least 1")
     _require(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "in [0, 1)")
     _require(0.0 <= m.attention_dropout < 1.0, "model.attention_dropout", m.attention_dropout, "in [0, 1)")
-    _require(t.iters >= 1, "train.iters", t.iters, "at least 1")
-    for key in ("log_interval", "save_interval"):
+    for key in ("log_interval", "save_interval", "eval_iters"):
         _require(getattr(t, key) >= 1, f"train.{key}", getattr(t, key), "at least 1")
     _require(t.exit_interval is None or t.exit_interval >= 1, "train.exit_interval", t.exit_interval,
              "at least 1, or null")
     _require(t.micro_batch_size >= 1, "train.micro_batch_size", t.micro_batch_size, "at least 1")
+    _require(t.exit_duration_minutes is None or t.exit_duration_minutes > 0, "train.exit_duration_minutes",
+             t.exit_duration_minutes, "positive, or null")
+    _require(t.eval_interval is None or t.eval_interval >= 1, "train.eval_interval", t.eval_interval,
+             "at least 1, or null")
+    _require(t.peak_tflops is None or t.peak_tflops > 0, "train.peak_tflops", t.peak_tflops, "positive, or null")
     _require(cfg.optimizer.min_lr <= cfg.optimizer.lr, "optimizer.min_lr", cfg.optimizer.min_lr,
              f"at most optimizer.lr ({cfg.optimizer.lr})")
-    _require(cfg.optimizer.warmup_iters <= t.iters, "optimizer.warmup_iters", cfg.optimizer.warmup_iters,
-             f"at most train.iters ({t.iters})")
     _require(bool(cfg.data.path) and Path(cfg.data.path).exists(), "data.path", cfg.data.path,
              "an existing token store directory (made by `roots-data tokenize`) or blend file (.yaml)")
     _require(cfg.data.num_workers >= 0, "data.num_workers", cfg.data.num_workers, "0 or more")
-    return _batch_plan(t, world_size // (p.tensor * p.pipeline))
+    if t.eval_interval is not None:
+        _require(_valid_share(cfg.data.split) > 0, "data.split", cfg.data.split,
+                 f"a split with a valid share (e.g. '969,30,1') when train.eval_interval is set "
+                 f"({t.eval_interval}); or set train.eval_interval=null")
+    plan = _batch_plan(t, world_size // (p.tensor * p.pipeline))
+    if t.tokens is not None:
+        _require(t.tokens >= 1, "train.tokens", t.tokens, "at least 1, or null")
+        t.iters = math.ceil(t.tokens / (plan.global_batch_size * m.seq_length))
+    _require(t.iters >= 1, "train.iters", t.iters, "at least 1")
+    _require(cfg.optimizer.warmup_iters <= t.iters, "optimizer.warmup_iters", cfg.optimizer.warmup_iters,
+             f"at most train.iters ({t.iters})")
+    return plan
+
+
+def _valid_share(split: str) -> float:
+    try:
+        return parse_split(split)[1]
+    except SplitError as err:
+        raise ConfigError(f"data.split = {split!r} is invalid: {err}") from None
 
 
 def _batch_plan(t: TrainConfig, dp: int) -> BatchPlan:

@@ -10,6 +10,7 @@ import argparse
 import os
 import random
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from roots_scale.distributed import (
     init_distributed,
 )
 
-EXIT_OK = 0  # finished, or stopped at train.exit_interval (rerun the same command to continue)
+EXIT_OK = 0  # finished, or stopped at train.exit_interval / exit_duration_minutes (rerun the same command to continue)
 EXIT_BAD_CONFIG = 2
 EXIT_BAD_DATA = 2
 
@@ -44,7 +45,7 @@ EXIT_BAD_DATA = 2
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
         prog="roots-train",
-        description="Pretrain a GPT with DeepSpeed ZeRO × megatron-core tensor parallelism.",
+        description="Pretrain a GPT or BERT with DeepSpeed ZeRO × megatron-core tensor parallelism.",
         epilog="Overrides: section.key=value, e.g. train.iters=50 parallel.tensor=2 optimizer.lr=3e-4")
     parser.add_argument("--config", help="YAML config (see configs/); defaults apply when omitted")
     parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)  # deepspeed launcher
@@ -52,20 +53,18 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    started_at = time.perf_counter()  # train.exit_duration_minutes counts from here
     args, overrides = parse_args(argv)
     try:
         cfg = load_config(args.config, overrides)
         launch = discover_launch_env()
         plan = validate(cfg, launch.world_size)
-        if cfg.model.arch != "gpt":
-            raise ConfigError(f"model.arch = {cfg.model.arch!r}: BERT pretraining (MLM/SOP samples and "
-                              f"model) is not built yet; valid now: 'gpt'")
     except (ConfigError, DistributedError) as err:
         print(f"roots-train: error: {err}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     init_distributed(launch, cfg.parallel.tensor)
     try:
-        train(cfg, plan, launch)
+        train(cfg, plan, launch, started_at)
     except (TokenStoreError, DatasetError) as err:
         if launch.rank == 0:
             print(f"roots-train: error: {err}", file=sys.stderr)
@@ -82,7 +81,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(cfg: Config, plan: BatchPlan, launch: LaunchEnv):
+def train(cfg: Config, plan: BatchPlan, launch: LaunchEnv, started_at: float | None = None):
     """Build data, model and engine on an initialized world, then run the trainer."""
     import deepspeed
     import torch.distributed as dist
@@ -90,10 +89,12 @@ def train(cfg: Config, plan: BatchPlan, launch: LaunchEnv):
 
     from roots_scale.data.builder import build_dataset, store_paths
     from roots_scale.data.token_store import TokenStore
+    from roots_scale.models.bert import BERT
     from roots_scale.models.gpt import GPT
     from roots_scale.models.layers import padded_vocab_size
     from roots_scale.training.checkpoint import CheckpointManager
     from roots_scale.training.deepspeed_config import build_deepspeed_config
+    from roots_scale.training.flops import FlopsMeter
     from roots_scale.training.metrics import MetricsLogger
     from roots_scale.training.optimizer import build_optimizer
     from roots_scale.training.trainer import Trainer
@@ -110,6 +111,10 @@ def train(cfg: Config, plan: BatchPlan, launch: LaunchEnv):
         verify_data(path, run_dir)
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "index_cache"
     dataset = build_dataset(cfg, cfg.train.iters * plan.global_batch_size, "train", cache_dir)
+    valid_dataset = None
+    if cfg.train.eval_interval is not None:  # one fixed set of eval_iters micro-batches per data-parallel rank
+        valid_dataset = build_dataset(cfg, cfg.train.eval_iters * plan.micro_batch_size * plan.data_parallel_size,
+                                      "valid", cache_dir)
     vocab_sizes = {TokenStore(path).vocab_size for path in stores}
     if len(vocab_sizes) != 1:
         raise DatasetError(f"the stores of {cfg.data.path} have different vocabularies {sorted(vocab_sizes)}; "
@@ -117,15 +122,17 @@ def train(cfg: Config, plan: BatchPlan, launch: LaunchEnv):
 
     seed_everything(cfg.train.seed)
     vocab = padded_vocab_size(cfg.model.vocab_size or vocab_sizes.pop(), cfg.model.make_vocab_size_divisible_by)
-    model = GPT(cfg.model, vocab, cfg.parallel.tensor)
+    model = (BERT if cfg.model.arch == "bert" else GPT)(cfg.model, vocab, cfg.parallel.tensor)
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=build_optimizer(model, cfg.optimizer),
         config=build_deepspeed_config(cfg, plan), mpu=MegatronMpu())
 
     metrics = MetricsLogger(run_dir, enabled=is_writer, tensorboard=cfg.run.tensorboard)
+    flops = FlopsMeter.for_run(cfg.model, vocab, launch.world_size, cfg.train.precision, cfg.train.peak_tflops)
     trainer = Trainer(cfg, engine, dataset, CheckpointManager(run_dir / "checkpoints"), metrics,
                       parallel_state.get_data_parallel_group(), plan.micro_batch_size,
-                      plan.gradient_accumulation_steps, pin_memory=torch.cuda.is_available())
+                      plan.gradient_accumulation_steps, flops, valid_dataset=valid_dataset,
+                      pin_memory=torch.cuda.is_available(), started_at=started_at)
     try:
         result = trainer.fit()
     finally:
@@ -162,6 +169,8 @@ def _print_summary(run_dir: Path, result, local_params: int, launch: LaunchEnv, 
     print(f"  tensorboard   : tensorboard --logdir {run_dir / 'tensorboard'}")
     if result.reason == "exit_interval":
         print("  stopped at train.exit_interval: run the same command again to continue from here")
+    if result.reason == "exit_duration":
+        print("  stopped after the exit-duration budget; rerun the same command to continue")
 
 
 if __name__ == "__main__":

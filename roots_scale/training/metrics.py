@@ -1,11 +1,57 @@
-"""Training metrics to `metrics.jsonl` (one JSON object per logged step) and tensorboard."""
+"""Training metrics to `metrics.jsonl` (one JSON object per logged step), tensorboard and the console.
+
+Record fields (absent when not measured, e.g. `mfu` without a known device peak):
+loss, lr, grad_norm, loss_scale (fp16 only), consumed_samples, tokens_per_sec and samples_per_sec
+(global), tflops_per_device and mfu (model FLOPs, see `flops.py`), mem_gb (peak accelerator memory
+allocated, or the process RSS on CPU), valid_loss and valid_ppl (at train.eval_interval).
+Tensorboard tags: `valid/loss` for `valid_loss` and `valid/ppl` for `valid_ppl`, `train/<field>` for the rest.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
+
+VALID_PREFIX = "valid_"
+
+# The one-line console log: each field present in a record, in this order, formatted so.
+CONSOLE_FIELDS: list[tuple[str, Callable[[float], str]]] = [
+    ("loss", lambda v: f"loss {v:.3f}"),
+    ("lr", lambda v: f"lr {v:.1e}"),
+    ("grad_norm", lambda v: f"grad {v:.2f}"),
+    ("loss_scale", lambda v: f"scale {v:g}"),
+    ("tokens_per_sec", lambda v: f"{_si(v)} tok/s"),
+    ("tflops_per_device", lambda v: f"{v:.4g} TFLOP/s"),
+    ("mfu", lambda v: f"MFU {v:.1%}"),
+    ("mem_gb", lambda v: f"mem {v:.1f} GB"),
+    ("valid_loss", lambda v: f"valid loss {v:.3f}"),
+    ("valid_ppl", lambda v: f"valid ppl {v:.2f}"),
+]
+
+
+def tensorboard_tag(field: str) -> str:
+    """`valid_loss` → `valid/loss`, `lr` → `train/lr`: validation and training curves in their own sections."""
+    if field.startswith(VALID_PREFIX):
+        return "valid/" + field[len(VALID_PREFIX):]
+    return "train/" + field
+
+
+def format_console(step: int, total_steps: int, values: dict[str, Any]) -> str:
+    """The one-line log, e.g. `step 120/1000 | loss 3.412 | lr 2.9e-04 | ... | mem 31.2 GB`."""
+    parts = [f"step {step}/{total_steps}"]
+    parts += [render(values[field]) for field, render in CONSOLE_FIELDS if values.get(field) is not None]
+    return " | ".join(parts)
+
+
+def _si(value: float) -> str:
+    """41234.5 → '41.2k': rates that span laptops to clusters, in a few characters."""
+    for threshold, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= threshold:
+            return f"{value / threshold:.1f}{suffix}"
+    return f"{value:.1f}"
 
 
 class MetricsLogger:
@@ -37,19 +83,20 @@ class MetricsLogger:
         tmp.write_text("".join(line + "\n" for line in kept))
         tmp.replace(self.path)
 
-    def log(self, step: int, values: dict[str, Any]) -> None:
+    def log(self, step: int, total_steps: int, values: dict[str, Any]) -> None:
+        """One record for `step`: a metrics.jsonl line, tensorboard scalars, the console line; None values left out."""
         if not self.enabled:
             return
-        record = {"step": step, **values}
+        values = {key: value for key, value in values.items() if value is not None}
         with open(self.path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+            handle.write(json.dumps({"step": step, **values}) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
         if self._writer is not None:
             for key, value in values.items():
-                if isinstance(value, (int, float)) and value is not None:
-                    self._writer.add_scalar(f"train/{key}", value, step)
+                self._writer.add_scalar(tensorboard_tag(key), value, step)
             self._writer.flush()
+        print(format_console(step, total_steps, values), flush=True)
 
     def close(self) -> None:
         if self._writer is not None:

@@ -1,18 +1,23 @@
-"""The training loop: micro-batches through the DeepSpeed engine, logging, saving, resuming."""
+"""The training loop: micro-batches through the DeepSpeed engine, logging, validation, saving, resuming."""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
+import psutil
 import torch
 import torch.distributed as dist
 
 from roots_scale.config import Config
 from roots_scale.data.loader import SampleSource, step_batches
-from roots_scale.training.checkpoint import CheckpointManager
+from roots_scale.training.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
+from roots_scale.training.flops import FlopsMeter
 from roots_scale.training.metrics import MetricsLogger
 from roots_scale.training.schedules import learning_rate
+
+MAX_PPL_LOSS = 20.0  # perplexity is reported as exp(min(loss, 20)), as Megatron does: finite for a diverged run
 
 
 @dataclass
@@ -28,11 +33,33 @@ class TrainState:
 
 @dataclass(frozen=True)
 class FitResult:
-    """How `fit` ended: `finished` (reached train.iters) or `exit_interval`; and the last step."""
+    """How `fit` ended: `finished` (reached train.iters), `exit_interval` or `exit_duration`; and the last step."""
 
     reason: str
     step: int
     resumed_from: int | None
+
+
+@dataclass
+class StepTimer:
+    """Seconds spent fetching batches and stepping (not logging, validating or saving), per interval and per run."""
+
+    interval_seconds: float = 0.0
+    interval_steps: int = 0
+    run_seconds: float = 0.0
+    run_steps: int = 0
+
+    def add(self, seconds: float) -> None:
+        self.interval_seconds += seconds
+        self.interval_steps += 1
+        self.run_seconds += seconds
+        self.run_steps += 1
+
+    def take_interval(self) -> tuple[float, int]:
+        """Seconds and steps since the last call: the window a logged rate averages over."""
+        interval = (self.interval_seconds, self.interval_steps)
+        self.interval_seconds, self.interval_steps = 0.0, 0
+        return interval
 
 
 class Trainer:
@@ -40,17 +67,23 @@ class Trainer:
 
     def __init__(self, cfg: Config, engine, dataset: SampleSource, checkpoints: CheckpointManager,
                  metrics: MetricsLogger, data_parallel_group, micro_batch_size: int, accumulation_steps: int,
-                 pin_memory: bool = False) -> None:
+                 flops: FlopsMeter, valid_dataset: SampleSource | None = None, pin_memory: bool = False,
+                 started_at: float | None = None) -> None:
         self.cfg = cfg
         self.engine = engine
         self.dataset = dataset
+        self.valid_dataset = valid_dataset
         self.checkpoints = checkpoints
         self.metrics = metrics
         self.dp_group = data_parallel_group
         self.micro_batch_size = micro_batch_size
         self.accumulation_steps = accumulation_steps
+        self.flops = flops
         self.pin_memory = pin_memory
+        self.started_at = time.perf_counter() if started_at is None else started_at  # for exit_duration_minutes
         self.state = TrainState()
+        self.timer = StepTimer()
+        self._valid_batches: list[dict[str, torch.Tensor]] | None = None
 
     @property
     def global_batch_size(self) -> int:
@@ -68,50 +101,119 @@ class Trainer:
     def fit(self) -> FitResult:
         resumed_from = self.resume()
         train = self.cfg.train
-        tokens_per_step = self.global_batch_size * self.cfg.model.seq_length
         batches = step_batches(self.dataset, self.micro_batch_size, self.accumulation_steps,
                                dist.get_rank(group=self.dp_group), dist.get_world_size(group=self.dp_group),
                                self.state.consumed_samples, self.cfg.data.num_workers, self.pin_memory)
-        interval_start, interval_steps = time.perf_counter(), 0
+        tick = time.perf_counter()
         for micro_batches in batches:
             if self.state.step >= train.iters:
                 break
             lr = learning_rate(self.state.step, train.iters, self.cfg.optimizer)
-            loss = self._train_step(micro_batches, lr)
+            loss = self.train_step(micro_batches, lr)
             self.state.step += 1
             self.state.consumed_samples += self.global_batch_size
-            interval_steps += 1
+            self.timer.add(time.perf_counter() - tick)
             step = self.state.step
+            record: dict[str, float | int | None] = {}
             if step % train.log_interval == 0 or step == train.iters:
-                elapsed = time.perf_counter() - interval_start
-                self.metrics.log(step, {
-                    "loss": loss,
-                    "lr": lr,
-                    "grad_norm": _as_float(self.engine.get_global_grad_norm()),
-                    "consumed_samples": self.state.consumed_samples,
-                    "tokens_per_sec": interval_steps * tokens_per_step / max(elapsed, 1e-9),
-                })
-                interval_start, interval_steps = time.perf_counter(), 0
-            exiting = train.exit_interval is not None and step % train.exit_interval == 0
-            if step % train.save_interval == 0 or step == train.iters or exiting:
+                record.update(self._training_record(loss, lr))
+            if train.eval_interval is not None and step % train.eval_interval == 0:
+                record.update(self.evaluate())
+            if record:
+                self.metrics.log(step, train.iters, record)
+            stop = self._stop_reason(step)
+            if step % train.save_interval == 0 or step == train.iters or stop:
                 self.checkpoints.save(self.engine, step, self.state.to_dict())
-            if exiting and step < train.iters:
-                return FitResult("exit_interval", step, resumed_from)
+            if stop and step < train.iters:
+                return FitResult(stop, step, resumed_from)
+            tick = time.perf_counter()
         return FitResult("finished", self.state.step, resumed_from)
 
-    def _train_step(self, micro_batches: list[dict[str, torch.Tensor]], lr: float) -> float:
+    def _training_record(self, loss: float, lr: float) -> dict[str, float | int | None]:
+        """Loss, optimizer state and the interval's throughput, FLOP rate and memory."""
+        seconds, steps = self.timer.take_interval()
+        samples_per_sec = steps * self.global_batch_size / max(seconds, 1e-9)
+        tokens_per_sec = samples_per_sec * self.cfg.model.seq_length
+        return {
+            "loss": loss,
+            "lr": lr,
+            "grad_norm": _as_float(self.engine.get_global_grad_norm()),
+            "loss_scale": self.engine.optimizer.loss_scale if self.engine.fp16_enabled() else None,
+            "consumed_samples": self.state.consumed_samples,
+            "tokens_per_sec": tokens_per_sec,
+            "samples_per_sec": samples_per_sec,
+            "tflops_per_device": self.flops.flops_per_device(tokens_per_sec) / 1e12,
+            "mfu": self.flops.mfu(tokens_per_sec),
+            "mem_gb": memory_gb(),
+        }
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation loss and perplexity on a fixed set of batches, averaged over data parallel.
+
+        Runs in eval mode without gradients, and puts the RNG state back afterwards, so a run with
+        validation trains exactly as one without.
+        """
+        rng_state = capture_rng_state()  # the loader's iterator draws a seed from torch's generator
+        if self._valid_batches is None:
+            self._valid_batches = next(step_batches(
+                self.valid_dataset, self.micro_batch_size, self.cfg.train.eval_iters,
+                dist.get_rank(group=self.dp_group), dist.get_world_size(group=self.dp_group)))
+        self.engine.eval()
+        try:
+            with torch.no_grad():
+                losses = [self.engine(**self._to_device(batch)).float() for batch in self._valid_batches]
+        finally:
+            self.engine.train()
+            restore_rng_state(rng_state)
+        loss = self._mean_over_data_parallel(torch.stack(losses).mean())
+        return {"valid_loss": loss, "valid_ppl": math.exp(min(loss, MAX_PPL_LOSS))}
+
+    def _stop_reason(self, step: int) -> str | None:
+        """`exit_interval` or `exit_duration` when the run should save and stop after `step`; the same on every rank."""
+        train = self.cfg.train
+        if train.exit_interval is not None and step % train.exit_interval == 0:
+            return "exit_interval"
+        if train.exit_duration_minutes is not None and self._out_of_time(train.exit_duration_minutes):
+            return "exit_duration"
+        return None
+
+    def _out_of_time(self, budget_minutes: float) -> bool:
+        """Rank 0 decides whether one more (average) step would pass the budget; every rank gets its verdict."""
+        elapsed = time.perf_counter() - self.started_at
+        next_step = self.timer.run_seconds / self.timer.run_steps
+        verdict = torch.tensor(int(elapsed + next_step > 60.0 * budget_minutes), device=self.engine.device)
+        dist.broadcast(verdict, src=0)
+        return bool(verdict.item())
+
+    def train_step(self, micro_batches: list[dict[str, torch.Tensor]], lr: float) -> float:
         """One optimizer step over the micro-batches; returns the loss averaged over data parallel."""
         for group in self.engine.optimizer.param_groups:
             group["lr"] = lr
         total = torch.zeros((), device=self.engine.device)
         for batch in micro_batches:
-            loss = self.engine(**{key: value.to(self.engine.device) for key, value in batch.items()})
+            loss = self.engine(**self._to_device(batch))
             self.engine.backward(loss)
             self.engine.step()
             total += loss.detach().float()
-        total /= len(micro_batches)
-        dist.all_reduce(total, group=self.dp_group)
-        return total.item() / dist.get_world_size(group=self.dp_group)
+        return self._mean_over_data_parallel(total / len(micro_batches))
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {key: value.to(self.engine.device) for key, value in batch.items()}
+
+    def _mean_over_data_parallel(self, value: torch.Tensor) -> float:
+        """The mean of a per-rank scalar over the data-parallel ranks (reduces `value` in place)."""
+        dist.all_reduce(value, group=self.dp_group)
+        return value.item() / dist.get_world_size(group=self.dp_group)
+
+
+def memory_gb() -> float:
+    """Peak accelerator memory allocated by this process in GB, or its resident set size on CPU."""
+    from deepspeed.accelerator import get_accelerator
+
+    accelerator = get_accelerator()
+    if accelerator.device_name() == "cpu":
+        return psutil.Process().memory_info().rss / 1e9
+    return accelerator.max_memory_allocated() / 1e9
 
 
 def _as_float(value) -> float | None:
