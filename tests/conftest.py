@@ -10,6 +10,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "workers"))  # workers import their helpers by name
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -4,8 +4,8 @@ saves, per TP size, the loss, grad norm, gathered vocab-parallel grads, and the 
 import sys
 
 import torch
-import torch.distributed as dist
 from megatron.core import parallel_state
+from tp_grads import gather_vocab_rows, global_grad_norm
 
 from roots_scale.config import ModelConfig
 from roots_scale.distributed import destroy_distributed, discover_launch_env, init_distributed
@@ -51,23 +51,9 @@ def step(tp: int) -> dict[str, torch.Tensor]:
     loss.backward()
     with torch.no_grad():
         padded_loss = model(**pad_to(batch, CONFIG.seq_length))
-    squares = torch.zeros(())
-    replicated = torch.zeros(())
-    for param in model.parameters():
-        if getattr(param, "tensor_model_parallel", False):
-            squares += param.grad.float().pow(2).sum()
-        else:
-            replicated += param.grad.float().pow(2).sum()
-    tp_group = parallel_state.get_tensor_model_parallel_group()
-
-    def gathered(tensor: torch.Tensor) -> torch.Tensor:  # vocabulary rows are split contiguously
-        shards = [torch.empty_like(tensor) for _ in range(tp)]
-        dist.all_gather(shards, tensor.contiguous(), group=tp_group)
-        return torch.cat(shards)
-
-    dist.all_reduce(squares, group=tp_group)
-    return {"loss": loss.detach(), "padded_loss": padded_loss, "grad_norm": (squares + replicated).sqrt(),
-            "embedding_grad": gathered(model.embedding.weight.grad), "bias_grad": gathered(model.lm_bias.grad)}
+    return {"loss": loss.detach(), "padded_loss": padded_loss, "grad_norm": global_grad_norm(model),
+            "embedding_grad": gather_vocab_rows(model.embedding.weight.grad),
+            "bias_grad": gather_vocab_rows(model.lm_bias.grad)}
 
 
 def main(out: str) -> None:

@@ -3,8 +3,7 @@
 import sys
 
 import torch
-import torch.distributed as dist
-from megatron.core import parallel_state
+from tp_grads import gather_vocab_rows, global_grad_norm
 
 from roots_scale.config import ModelConfig
 from roots_scale.distributed import destroy_distributed, discover_launch_env, init_distributed
@@ -26,21 +25,9 @@ def main(style: str, out: str) -> None:
     tokens = torch.randint(0, 256, (2, 17), generator=torch.Generator().manual_seed(7))
     loss = model(tokens[:, :-1], tokens[:, 1:])
     loss.backward()
-    squares = torch.zeros(())
-    replicated = torch.zeros(())
-    for param in model.parameters():
-        if getattr(param, "tensor_model_parallel", False):
-            squares += param.grad.float().pow(2).sum()
-        else:
-            replicated += param.grad.float().pow(2).sum()
-    tp_group = parallel_state.get_tensor_model_parallel_group()
-    shards = [torch.empty_like(model.embedding.weight.grad) for _ in range(launch.world_size)]
-    dist.all_gather(shards, model.embedding.weight.grad.contiguous(), group=tp_group)
-    embedding_grad = torch.cat(shards)  # vocabulary rows are split contiguously across ranks
-    dist.all_reduce(squares, group=tp_group)
+    norm, embedding_grad = global_grad_norm(model), gather_vocab_rows(model.embedding.weight.grad)
     if launch.rank == 0:
-        torch.save({"loss": loss.detach(), "grad_norm": (squares + replicated).sqrt(),
-                    "embedding_grad": embedding_grad}, out)
+        torch.save({"loss": loss.detach(), "grad_norm": norm, "embedding_grad": embedding_grad}, out)
     destroy_distributed()
 
 
