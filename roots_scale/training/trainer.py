@@ -12,6 +12,7 @@ import torch.distributed as dist
 
 from roots_scale.config import Config
 from roots_scale.data.loader import SampleSource, step_batches
+from roots_scale.training.grad_norm import global_grad_norm
 from roots_scale.training.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
 from roots_scale.training.flops import FlopsMeter
 from roots_scale.training.metrics import MetricsLogger
@@ -137,7 +138,8 @@ class Trainer:
         return {
             "loss": loss,
             "lr": lr,
-            "grad_norm": _as_float(self.engine.get_global_grad_norm()),
+            "grad_norm": _as_float(self.engine.get_global_grad_norm()) if self.unreported_grad_norm is None
+            else _as_float(self.unreported_grad_norm),
             "loss_scale": self.engine.optimizer.loss_scale if self.engine.fp16_enabled() else None,
             "consumed_samples": self.state.consumed_samples,
             "tokens_per_sec": tokens_per_sec,
@@ -190,9 +192,15 @@ class Trainer:
         for group in self.engine.optimizer.param_groups:
             group["lr"] = lr
         total = torch.zeros((), device=self.engine.device)
-        for batch in micro_batches:
+        self.unreported_grad_norm = None
+        for index, batch in enumerate(micro_batches):
             loss = self.engine(**self._to_device(batch))
             self.engine.backward(loss)
+            if index == len(micro_batches) - 1 and self.engine.zero_optimization_stage() == 0:
+                # DeepSpeed keeps no global norm at ZeRO-0 with a client optimizer: take the pre-clip
+                # norm of the (already data-parallel-reduced) gradients, counting TP-split weights once.
+                self.unreported_grad_norm = global_grad_norm(
+                    self.engine.module.parameters(), self.engine.mpu.get_tensor_model_parallel_group())
             self.engine.step()
             total += loss.detach().float()
         return self._mean_over_data_parallel(total / len(micro_batches))

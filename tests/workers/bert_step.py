@@ -5,7 +5,7 @@ import sys
 
 import torch
 from megatron.core import parallel_state
-from tp_grads import gather_vocab_rows, global_grad_norm
+from tp_grads import gather_vocab_rows, model_grad_norm
 
 from roots_scale.config import ModelConfig
 from roots_scale.distributed import destroy_distributed, discover_launch_env, init_distributed
@@ -51,7 +51,7 @@ def step(tp: int) -> dict[str, torch.Tensor]:
     loss.backward()
     with torch.no_grad():
         padded_loss = model(**pad_to(batch, CONFIG.seq_length))
-    return {"loss": loss.detach(), "padded_loss": padded_loss, "grad_norm": global_grad_norm(model),
+    return {"loss": loss.detach(), "padded_loss": padded_loss, "grad_norm": model_grad_norm(model),
             "embedding_grad": gather_vocab_rows(model.embedding.weight.grad),
             "bias_grad": gather_vocab_rows(model.lm_bias.grad)}
 

@@ -3,7 +3,7 @@
 import sys
 
 import torch
-from tp_grads import gather_vocab_rows, global_grad_norm
+from tp_grads import gather_vocab_rows, model_grad_norm
 
 from roots_scale.config import ModelConfig
 from roots_scale.distributed import destroy_distributed, discover_launch_env, init_distributed
@@ -25,7 +25,7 @@ def main(style: str, out: str) -> None:
     tokens = torch.randint(0, 256, (2, 17), generator=torch.Generator().manual_seed(7))
     loss = model(tokens[:, :-1], tokens[:, 1:])
     loss.backward()
-    norm, embedding_grad = global_grad_norm(model), gather_vocab_rows(model.embedding.weight.grad)
+    norm, embedding_grad = model_grad_norm(model), gather_vocab_rows(model.embedding.weight.grad)
     if launch.rank == 0:
         torch.save({"loss": loss.detach(), "grad_norm": norm, "embedding_grad": embedding_grad}, out)
     destroy_distributed()

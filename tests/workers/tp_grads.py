@@ -4,17 +4,12 @@ import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
 
+from roots_scale.training.grad_norm import global_grad_norm
 
-def global_grad_norm(model: torch.nn.Module) -> torch.Tensor:
-    """The full model's gradient norm: TP-split parameters summed over the group, replicated ones once."""
-    split, replicated = torch.zeros(()), torch.zeros(())
-    for param in model.parameters():
-        if getattr(param, "tensor_model_parallel", False):
-            split += param.grad.float().pow(2).sum()
-        else:
-            replicated += param.grad.float().pow(2).sum()
-    dist.all_reduce(split, group=parallel_state.get_tensor_model_parallel_group())
-    return (split + replicated).sqrt()
+
+def model_grad_norm(model: torch.nn.Module) -> torch.Tensor:
+    """The full model's gradient norm, as the trainer computes it."""
+    return global_grad_norm(model.parameters(), parallel_state.get_tensor_model_parallel_group())
 
 
 def gather_vocab_rows(tensor: torch.Tensor) -> torch.Tensor:
