@@ -17,7 +17,7 @@ from data_tools import clean, dedup, megatron_import, tokenize_shards, tokenizer
 from data_tools.demo_corpus import build_demo_corpus
 from data_tools.errors import DataToolsError
 from data_tools.extract import FORMATS, ExtractOptions, extract_files
-from data_tools.stage import STATS_FILE, format_stats, read_stage_stats
+from data_tools.stage import STATS_FILE, format_stats, print_report, read_stage_stats
 from roots_scale.data.token_store import TokenStoreError
 
 
@@ -37,9 +37,7 @@ def _extract(args: argparse.Namespace) -> int:
     report = extract_files(args.inputs, args.format, args.output, overwrite=args.overwrite,
                            num_workers=args.num_workers, shard_index=args.shard_index,
                            num_shards=args.num_shards, options=options)
-    print(f"extract: ran {report.ran} input(s), kept {report.reused} already extracted "
-          f"(--overwrite to redo); stats in {args.output / STATS_FILE}")
-    print(format_stats("extract", report.totals))
+    print_report(report, args.output)
     return 0
 
 

@@ -76,10 +76,8 @@ def extract_task(task: Task, output_dir: Path, options: ExtractOptions) -> Shard
     stats.removed.update(skipped)
     stats.documents_in = stats.documents_out + sum(skipped.values())
     stats.bytes_in = _size(task.input)
-    for source, counts in stats.by_source.items():
+    for counts in (*stats.by_source.values(), *stats.by_language.values()):
         counts["in"] = counts["out"]  # records skipped before extraction have no source or language yet
-    for lang, counts in stats.by_language.items():
-        counts["in"] = counts["out"]
     return stats
 
 

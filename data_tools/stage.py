@@ -259,8 +259,12 @@ def shard_tasks(input_dir: Path) -> list[Task]:
 def run_shard_stage(stage: str, args, work: TaskFunction) -> int:
     """CLI driver for a shard → shard stage: slice, run, print the stats table."""
     tasks = select_slice(shard_tasks(args.input), args.shard_index, args.num_shards)
-    report = run_stage(stage, tasks, work, args.output, args.num_workers, args.overwrite)
-    print(f"{stage}: ran {report.ran} task(s), kept {report.reused} finished one(s); "
-          f"stats in {args.output / STATS_FILE}")
-    print(format_stats(stage, report.totals))
+    print_report(run_stage(stage, tasks, work, args.output, args.num_workers, args.overwrite), args.output)
     return 0
+
+
+def print_report(report: StageReport, output_dir: Path) -> None:
+    """What a run did (tasks run, finished ones kept) and the stage's stats table."""
+    print(f"{report.stage}: ran {report.ran} task(s), kept {report.reused} finished one(s) (--overwrite to redo); "
+          f"stats in {output_dir / STATS_FILE}")
+    print(format_stats(report.stage, report.totals))

@@ -29,13 +29,12 @@ from data_tools.atomic import write_bytes_atomic
 from data_tools.errors import DataToolsError
 from data_tools.shards import iter_batches
 from data_tools.stage import (
-    STATS_FILE,
     ShardStats,
     StageReport,
     Task,
     add_stage_arguments,
-    format_stats,
     is_finished,
+    print_report,
     run_stage,
     select_slice,
     shard_tasks,
@@ -173,9 +172,7 @@ def run(args: argparse.Namespace) -> int:
     """Tokenize document shards into a token store and print the stage's table."""
     report = tokenize_shards(args.input, args.tokenizer, args.output, args.num_workers, args.shard_index,
                              args.num_shards, args.overwrite)
-    print(f"{STAGE}: ran {report.stage.ran} task(s), kept {report.stage.reused} finished one(s); "
-          f"stats in {args.output / STATS_FILE}")
-    print(format_stats(STAGE, report.stage.totals))
+    print_report(report.stage, args.output)
     manifest = report.manifest
     if manifest is None:
         print(f"{args.output}: no manifest yet: {len(report.missing)} shard(s) still to tokenize "

@@ -7,6 +7,7 @@ command resumes from the run directory's latest checkpoint.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import random
 import sys
@@ -27,7 +28,7 @@ warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.* is depreca
 
 from roots_scale.config import BatchPlan, Config, ConfigError, load_config, save_config, validate
 from roots_scale.data.gpt_dataset import DatasetError
-from roots_scale.data.token_store import TokenStoreError, verify_checksums_once
+from roots_scale.data.token_store import TokenStoreError, read_manifest, verify_checksums_once
 from roots_scale.distributed import (
     DistributedError,
     LaunchEnv,
@@ -88,7 +89,6 @@ def train(cfg: Config, plan: BatchPlan, launch: LaunchEnv, started_at: float | N
     from megatron.core import parallel_state
 
     from roots_scale.data.builder import build_dataset, store_paths
-    from roots_scale.data.token_store import TokenStore
     from roots_scale.models.bert import BERT
     from roots_scale.models.gpt import GPT
     from roots_scale.models.layers import padded_vocab_size
@@ -107,6 +107,10 @@ def train(cfg: Config, plan: BatchPlan, launch: LaunchEnv, started_at: float | N
     dist.barrier()
 
     stores = store_paths(cfg.data.path)
+    vocab_sizes = {read_manifest(path)["vocab_size"] for path in stores}
+    if len(vocab_sizes) != 1:
+        raise DatasetError(f"the stores of {cfg.data.path} have different vocabularies {sorted(vocab_sizes)}; "
+                           f"a blend needs stores made with one tokenizer")
     for path in stores:
         verify_data(path, run_dir)
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "index_cache"
@@ -115,10 +119,6 @@ def train(cfg: Config, plan: BatchPlan, launch: LaunchEnv, started_at: float | N
     if cfg.train.eval_interval is not None:  # one fixed set of eval_iters micro-batches per data-parallel rank
         valid_dataset = build_dataset(cfg, cfg.train.eval_iters * plan.micro_batch_size * plan.data_parallel_size,
                                       "valid", cache_dir)
-    vocab_sizes = {TokenStore(path).vocab_size for path in stores}
-    if len(vocab_sizes) != 1:
-        raise DatasetError(f"the stores of {cfg.data.path} have different vocabularies {sorted(vocab_sizes)}; "
-                           f"a blend needs stores made with one tokenizer")
 
     seed_everything(cfg.train.seed)
     vocab = padded_vocab_size(cfg.model.vocab_size or vocab_sizes.pop(), cfg.model.make_vocab_size_divisible_by)
@@ -148,7 +148,9 @@ def verify_data(store_path: Path, run_dir: Path) -> None:
 
     verdict: list[str | None] = [None]
     if dist.get_rank() == 0:
-        cache = None if os.access(store_path, os.W_OK) else run_dir / "store_verified.json"
+        # A read-only store's record goes in the run directory, one file per store (names repeat across stores).
+        cache = None if os.access(store_path, os.W_OK) else \
+            run_dir / f"store_verified_{hashlib.sha256(str(store_path.resolve()).encode()).hexdigest()[:12]}.json"
         try:
             verify_checksums_once(store_path, cache)
         except TokenStoreError as err:

@@ -60,8 +60,9 @@ class HtmlExtractor:
             raise Timeout("the HTML extractor process died") from None
 
     def _start(self) -> None:
-        parent, child = multiprocessing.get_context("spawn").Pipe()
-        self._process = multiprocessing.get_context("spawn").Process(
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe()
+        self._process = context.Process(
             target=_serve, args=(child, self.main_content), daemon=True)
         self._process.start()
         child.close()

@@ -85,6 +85,7 @@ class Trainer:
         self.state = TrainState()
         self.timer = StepTimer()
         self._valid_batches: list[dict[str, torch.Tensor]] | None = None
+        self._zero0_grad_norm: torch.Tensor | None = None  # measured by the trainer where DeepSpeed keeps none
 
     @property
     def global_batch_size(self) -> int:
@@ -110,13 +111,14 @@ class Trainer:
             if self.state.step >= train.iters:
                 break
             lr = learning_rate(self.state.step, train.iters, self.cfg.optimizer)
-            loss = self.train_step(micro_batches, lr)
+            logging = (self.state.step + 1) % train.log_interval == 0 or self.state.step + 1 == train.iters
+            loss = self.train_step(micro_batches, lr, measure_grad_norm=logging)
             self.state.step += 1
             self.state.consumed_samples += self.global_batch_size
             self.timer.add(time.perf_counter() - tick)
             step = self.state.step
             record: dict[str, float | int | None] = {}
-            if step % train.log_interval == 0 or step == train.iters:
+            if logging:
                 record.update(self._training_record(loss, lr))
             if train.eval_interval is not None and step % train.eval_interval == 0:
                 record.update(self.evaluate())
@@ -138,8 +140,8 @@ class Trainer:
         return {
             "loss": loss,
             "lr": lr,
-            "grad_norm": _as_float(self.engine.get_global_grad_norm()) if self.unreported_grad_norm is None
-            else _as_float(self.unreported_grad_norm),
+            "grad_norm": _as_float(self._zero0_grad_norm if self._zero0_grad_norm is not None
+                                   else self.engine.get_global_grad_norm()),
             "loss_scale": self.engine.optimizer.loss_scale if self.engine.fp16_enabled() else None,
             "consumed_samples": self.state.consumed_samples,
             "tokens_per_sec": tokens_per_sec,
@@ -187,19 +189,21 @@ class Trainer:
         dist.broadcast(verdict, src=0)
         return bool(verdict.item())
 
-    def train_step(self, micro_batches: list[dict[str, torch.Tensor]], lr: float) -> float:
+    def train_step(self, micro_batches: list[dict[str, torch.Tensor]], lr: float,
+                   measure_grad_norm: bool = False) -> float:
         """One optimizer step over the micro-batches; returns the loss averaged over data parallel."""
         for group in self.engine.optimizer.param_groups:
             group["lr"] = lr
         total = torch.zeros((), device=self.engine.device)
-        self.unreported_grad_norm = None
+        self._zero0_grad_norm = None
         for index, batch in enumerate(micro_batches):
             loss = self.engine(**self._to_device(batch))
             self.engine.backward(loss)
-            if index == len(micro_batches) - 1 and self.engine.zero_optimization_stage() == 0:
+            last = index == len(micro_batches) - 1
+            if last and measure_grad_norm and self.engine.zero_optimization_stage() == 0:
                 # DeepSpeed keeps no global norm at ZeRO-0 with a client optimizer: take the pre-clip
                 # norm of the (already data-parallel-reduced) gradients, counting TP-split weights once.
-                self.unreported_grad_norm = global_grad_norm(
+                self._zero0_grad_norm = global_grad_norm(
                     self.engine.module.parameters(), self.engine.mpu.get_tensor_model_parallel_group())
             self.engine.step()
             total += loss.detach().float()
