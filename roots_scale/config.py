@@ -57,6 +57,7 @@ class ModelConfig:
     activation_checkpointing: bool = False
     vocab_size: int | None = None  # None = taken from the token store's tokenizer
     make_vocab_size_divisible_by: int = 128
+    init_from_hf: str | None = None  # a transformers model directory to start from (continued pretraining)
 
     @property
     def kv_heads(self) -> int:
@@ -118,6 +119,19 @@ class TrainConfig:
     eval_interval: int | None = None  # validation loss every this many steps; None = never
     eval_iters: int = 10  # validation micro-batches per data-parallel rank per evaluation
     peak_tflops: float | None = None  # peak TFLOP/s of one device for MFU; None = look up the device type
+    max_nonfinite_steps: int = 3  # this many consecutive non-finite losses stop the run (each one is skipped)
+    loss_spike_zscore: float | None = None  # skip the update when the loss is this many std above the window
+    loss_spike_window: int = 100  # steps of loss history the spike guard compares against
+
+
+@dataclass
+class CheckpointConfig:
+    """What a checkpoint keeps and what a resume accepts."""
+
+    keep_last: int | None = 5  # newest checkpoints kept; None = keep all
+    keep_every: int | None = None  # also keep every checkpoint whose step is a multiple of this, forever
+    layout_free: bool = True  # also save full weights + moments per TP rank: resume on another layout, export
+    allow_data_change: bool = False  # resume even if the data or tokenizer fingerprints differ from the checkpoint
 
 
 @dataclass
@@ -141,6 +155,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     deepspeed: dict[str, Any] = field(default_factory=dict)  # passthrough, merged over the derived config
 
     def to_dict(self) -> dict[str, Any]:
@@ -344,6 +359,16 @@ def validate(cfg: Config, world_size: int) -> BatchPlan:
              t.exit_duration_minutes, "positive, or null")
     _require(t.eval_interval is None or t.eval_interval >= 1, "train.eval_interval", t.eval_interval,
              "at least 1, or null")
+    _require(t.max_nonfinite_steps >= 1, "train.max_nonfinite_steps", t.max_nonfinite_steps, "at least 1")
+    _require(t.loss_spike_zscore is None or t.loss_spike_zscore > 0, "train.loss_spike_zscore",
+             t.loss_spike_zscore, "positive, or null")
+    _require(t.loss_spike_window >= 2, "train.loss_spike_window", t.loss_spike_window, "at least 2")
+    ck = cfg.checkpoint
+    _require(ck.keep_last is None or ck.keep_last >= 1, "checkpoint.keep_last", ck.keep_last, "at least 1, or null")
+    _require(ck.keep_every is None or ck.keep_every >= 1, "checkpoint.keep_every", ck.keep_every,
+             "at least 1, or null")
+    _require(m.init_from_hf is None or Path(m.init_from_hf, "config.json").is_file(), "model.init_from_hf",
+             m.init_from_hf, "a Hugging Face model directory holding config.json, or null")
     _require(t.peak_tflops is None or t.peak_tflops > 0, "train.peak_tflops", t.peak_tflops, "positive, or null")
     _require(cfg.optimizer.min_lr <= cfg.optimizer.lr, "optimizer.min_lr", cfg.optimizer.min_lr,
              f"at most optimizer.lr ({cfg.optimizer.lr})")

@@ -38,9 +38,18 @@ from roots_scale.distributed import (
     init_distributed,
 )
 
-EXIT_OK = 0  # finished, or stopped at train.exit_interval / exit_duration_minutes (rerun the same command to continue)
-EXIT_BAD_CONFIG = 2
-EXIT_BAD_DATA = 2
+EXIT_OK = 0  # finished, or stopped at train.exit_interval
+EXIT_BAD_CONFIG = 2  # also bad data, or a checkpoint that does not fit the run
+EXIT_REQUEUE = 3  # preempted (SIGTERM / SIGUSR1) or out of exit-duration budget: saved; run again to continue
+EXIT_TRAINING_FAILED = 4  # e.g. the loss stayed non-finite; the last checkpoint is intact
+EXIT_STATUS_FILE = "exit_status.json"  # why the last run stopped: a job script reads it (torchrun hides exit codes)
+
+SUBCOMMANDS = {  # roots-train NAME ...: module with main(argv) -> exit code
+    "convert-checkpoint": "roots_scale.training.layout_free",
+    "export-hf": "roots_scale.hf.export",
+    "generate": "roots_scale.generate",
+    "evaluate": "roots_scale.evaluate",
+}
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -55,6 +64,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     started_at = time.perf_counter()  # train.exit_duration_minutes counts from here
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
+
+        return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
     args, overrides = parse_args(argv)
     try:
         cfg = load_config(args.config, overrides)
@@ -63,16 +77,42 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DistributedError) as err:
         print(f"roots-train: error: {err}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    from roots_scale.training.checkpoint import CheckpointError
+    from roots_scale.training.trainer import TrainingError
+
     init_distributed(launch, cfg.parallel.tensor)
     try:
-        train(cfg, plan, launch, started_at)
-    except (TokenStoreError, DatasetError) as err:
-        if launch.rank == 0:
-            print(f"roots-train: error: {err}", file=sys.stderr)
-        return EXIT_BAD_DATA
+        result = train(cfg, plan, launch, started_at)
+    except (TokenStoreError, DatasetError, CheckpointError) as err:
+        return _fail(cfg, launch, err, EXIT_BAD_CONFIG, "error")
+    except TrainingError as err:
+        return _fail(cfg, launch, err, EXIT_TRAINING_FAILED, "training_failed")
     finally:
         destroy_distributed()
-    return EXIT_OK
+    code = EXIT_REQUEUE if result.requeue else EXIT_OK
+    if launch.rank == 0:
+        write_exit_status(Path(cfg.run.output_dir), result.reason, result.step, result.requeue, code)
+    return code
+
+
+def _fail(cfg: Config, launch: LaunchEnv, err: Exception, code: int, reason: str) -> int:
+    if launch.rank == 0:
+        print(f"roots-train: error: {err}", file=sys.stderr)
+        write_exit_status(Path(cfg.run.output_dir), reason, None, False, code, str(err))
+    return code
+
+
+def write_exit_status(run_dir: Path, reason: str, step: int | None, requeue: bool, code: int,
+                      message: str | None = None) -> None:
+    """Record why the run stopped, atomically, for job scripts that cannot see the exit code."""
+    import json
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / EXIT_STATUS_FILE
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"reason": reason, "step": step, "requeue": requeue, "exit_code": code,
+                               "message": message}, indent=1) + "\n")
+    tmp.replace(path)
 
 
 def seed_everything(seed: int) -> None:
@@ -92,7 +132,7 @@ def train(cfg: Config, plan: BatchPlan, launch: LaunchEnv, started_at: float | N
     from roots_scale.models.bert import BERT
     from roots_scale.models.gpt import GPT
     from roots_scale.models.layers import padded_vocab_size
-    from roots_scale.training.checkpoint import CheckpointManager
+    from roots_scale.training.checkpoint import CheckpointManager, Layout, RunIdentity
     from roots_scale.training.deepspeed_config import build_deepspeed_config
     from roots_scale.training.flops import FlopsMeter
     from roots_scale.training.metrics import MetricsLogger
@@ -107,7 +147,8 @@ def train(cfg: Config, plan: BatchPlan, launch: LaunchEnv, started_at: float | N
     dist.barrier()
 
     stores = store_paths(cfg.data.path)
-    vocab_sizes = {read_manifest(path)["vocab_size"] for path in stores}
+    manifests = [read_manifest(path) for path in stores]
+    vocab_sizes = {manifest["vocab_size"] for manifest in manifests}
     if len(vocab_sizes) != 1:
         raise DatasetError(f"the stores of {cfg.data.path} have different vocabularies {sorted(vocab_sizes)}; "
                            f"a blend needs stores made with one tokenizer")
@@ -123,13 +164,21 @@ def train(cfg: Config, plan: BatchPlan, launch: LaunchEnv, started_at: float | N
     seed_everything(cfg.train.seed)
     vocab = padded_vocab_size(cfg.model.vocab_size or vocab_sizes.pop(), cfg.model.make_vocab_size_divisible_by)
     model = (BERT if cfg.model.arch == "bert" else GPT)(cfg.model, vocab, cfg.parallel.tensor)
+    checkpoints = CheckpointManager(run_dir / "checkpoints", cfg, RunIdentity(
+        Layout(cfg.parallel.tensor, plan.data_parallel_size, cfg.parallel.zero_stage),
+        {f"{i}:{path.name}": {"data": m["fingerprint"], "tokenizer": m["tokenizer"]["fingerprint"]}
+         for i, (path, m) in enumerate(zip(stores, manifests))}))
+    if cfg.model.init_from_hf and checkpoints.latest_tag() is None:
+        from roots_scale.hf.convert import init_model_from_hf
+
+        init_model_from_hf(model, Path(cfg.model.init_from_hf), cfg.model)
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=build_optimizer(model, cfg.optimizer),
         config=build_deepspeed_config(cfg, plan), mpu=MegatronMpu())
 
     metrics = MetricsLogger(run_dir, enabled=is_writer, tensorboard=cfg.run.tensorboard)
     flops = FlopsMeter.for_run(cfg.model, vocab, launch.world_size, cfg.train.precision, cfg.train.peak_tflops)
-    trainer = Trainer(cfg, engine, dataset, CheckpointManager(run_dir / "checkpoints"), metrics,
+    trainer = Trainer(cfg, engine, dataset, checkpoints, metrics,
                       parallel_state.get_data_parallel_group(), plan.micro_batch_size,
                       plan.gradient_accumulation_steps, flops, valid_dataset=valid_dataset,
                       pin_memory=torch.cuda.is_available(), started_at=started_at)
@@ -172,7 +221,10 @@ def _print_summary(run_dir: Path, result, local_params: int, launch: LaunchEnv, 
     if result.reason == "exit_interval":
         print("  stopped at train.exit_interval: run the same command again to continue from here")
     if result.reason == "exit_duration":
-        print("  stopped after the exit-duration budget; rerun the same command to continue")
+        print(f"  stopped after the exit-duration budget (exit code {EXIT_REQUEUE}); rerun the same command to continue")
+    if result.reason == "preempted":
+        print(f"  stopped on a preemption signal after saving (exit code {EXIT_REQUEUE}); rerun the same command "
+              f"to continue")
 
 
 if __name__ == "__main__":

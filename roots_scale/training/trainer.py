@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+import signal
+import statistics
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 import psutil
 import torch
@@ -19,6 +22,12 @@ from roots_scale.training.metrics import MetricsLogger
 from roots_scale.training.schedules import learning_rate
 
 MAX_PPL_LOSS = 20.0  # perplexity is reported as exp(min(loss, 20)), as Megatron does: finite for a diverged run
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # what SLURM sends before a time limit or a preemption
+REQUEUE_REASONS = ("preempted", "exit_duration")  # stops after which the job should be requeued to continue
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (e.g. the loss stays non-finite); the last checkpoint is left intact."""
 
 
 @dataclass
@@ -27,18 +36,82 @@ class TrainState:
 
     step: int = 0  # optimizer steps completed
     consumed_samples: int = 0
+    skipped_steps: int = 0  # updates skipped for a non-finite loss or a loss spike (the step still counts)
 
     def to_dict(self) -> dict[str, int]:
-        return {"step": self.step, "consumed_samples": self.consumed_samples}
+        return {"step": self.step, "consumed_samples": self.consumed_samples, "skipped_steps": self.skipped_steps}
 
 
 @dataclass(frozen=True)
 class FitResult:
-    """How `fit` ended: `finished` (reached train.iters), `exit_interval` or `exit_duration`; and the last step."""
+    """How `fit` ended (`finished`, `exit_interval`, `exit_duration` or `preempted`) and the last step."""
 
     reason: str
     step: int
     resumed_from: int | None
+
+    @property
+    def requeue(self) -> bool:
+        return self.reason in REQUEUE_REASONS
+
+
+class PreemptionSignals:
+    """Records SIGTERM / SIGUSR1 instead of dying, so the loop can finish its step, save and exit."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "PreemptionSignals":
+        for number in PREEMPTION_SIGNALS:
+            self._previous[number] = signal.signal(number, self._record)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def _record(self, number: int, frame) -> None:
+        self.received = number
+
+
+@dataclass
+class UpdateGuard:
+    """Skips an optimizer update whose loss is non-finite or (optionally) a spike, by hiding the gradients
+    from the optimizer: a skipped step moves no weight and no Adam moment, on every rank alike."""
+
+    max_nonfinite: int
+    spike_zscore: float | None
+    history: deque = field(default_factory=deque)
+    consecutive_nonfinite: int = 0
+    armed: str | None = None  # why the next optimizer.step() must not update
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.register_step_pre_hook(self._hide_gradients)
+
+    def _hide_gradients(self, optimizer, args, kwargs) -> None:
+        if self.armed is not None:
+            for group in optimizer.param_groups:
+                for param in group["params"]:
+                    param.grad = None  # torch's AdamW leaves a parameter without a gradient untouched
+
+    def judge(self, loss: float, window: int) -> str | None:
+        """`nonfinite`, `loss_spike` or None for the step whose data-parallel mean loss is `loss`."""
+        if not math.isfinite(loss):
+            self.consecutive_nonfinite += 1
+            self.armed = "nonfinite"
+            return self.armed
+        self.consecutive_nonfinite = 0
+        self.armed = None
+        if self.spike_zscore is not None and len(self.history) >= min(window, 10):
+            mean, std = statistics.fmean(self.history), statistics.pstdev(self.history)
+            if std > 0 and (loss - mean) / std > self.spike_zscore:
+                self.armed = "loss_spike"
+                return self.armed
+        self.history.append(loss)
+        while len(self.history) > window:
+            self.history.popleft()
+        return None
 
 
 @dataclass
@@ -86,6 +159,10 @@ class Trainer:
         self.timer = StepTimer()
         self._valid_batches: list[dict[str, torch.Tensor]] | None = None
         self._zero0_grad_norm: torch.Tensor | None = None  # measured by the trainer where DeepSpeed keeps none
+        self.guard = UpdateGuard(cfg.train.max_nonfinite_steps, cfg.train.loss_spike_zscore)
+        base_optimizer = getattr(engine.optimizer, "optimizer", engine.optimizer)
+        self.guard.attach(base_optimizer)
+        self.signals = PreemptionSignals()
 
     @property
     def global_batch_size(self) -> int:
@@ -96,11 +173,22 @@ class Trainer:
         saved = self.checkpoints.load_latest(self.engine)
         if saved is None:
             return None
-        self.state = TrainState(step=int(saved["step"]), consumed_samples=int(saved["consumed_samples"]))
+        self.state = TrainState(step=int(saved["step"]), consumed_samples=int(saved["consumed_samples"]),
+                                skipped_steps=int(saved.get("skipped_steps", 0)))
         self.metrics.truncate_after(self.state.step)
         return self.state.step
 
+    def checkpoint_state(self) -> dict[str, object]:
+        """The train state plus the samples consumed from each dataset of a blend."""
+        per_dataset = getattr(self.dataset, "consumed_per_dataset", None)
+        consumed = per_dataset(self.state.consumed_samples) if per_dataset else [self.state.consumed_samples]
+        return {**self.state.to_dict(), "consumed_per_dataset": consumed}
+
     def fit(self) -> FitResult:
+        with self.signals:
+            return self._fit()
+
+    def _fit(self) -> FitResult:
         resumed_from = self.resume()
         train = self.cfg.train
         batches = step_batches(self.dataset, self.micro_batch_size, self.accumulation_steps,
@@ -126,7 +214,7 @@ class Trainer:
                 self.metrics.log(step, train.iters, record)
             stop = self._stop_reason(step)
             if step % train.save_interval == 0 or step == train.iters or stop:
-                self.checkpoints.save(self.engine, step, self.state.to_dict())
+                self.checkpoints.save(self.engine, step, self.checkpoint_state())
             if stop and step < train.iters:
                 return FitResult(stop, step, resumed_from)
             tick = time.perf_counter()
@@ -144,6 +232,7 @@ class Trainer:
                                    else self.engine.get_global_grad_norm()),
             "loss_scale": self.engine.optimizer.loss_scale if self.engine.fp16_enabled() else None,
             "consumed_samples": self.state.consumed_samples,
+            "skipped_steps": self.state.skipped_steps,
             "tokens_per_sec": tokens_per_sec,
             "samples_per_sec": samples_per_sec,
             "tflops_per_device": self.flops.flops_per_device(tokens_per_sec) / 1e12,
@@ -173,21 +262,27 @@ class Trainer:
         return {"valid_loss": loss, "valid_ppl": math.exp(min(loss, MAX_PPL_LOSS))}
 
     def _stop_reason(self, step: int) -> str | None:
-        """`exit_interval` or `exit_duration` when the run should save and stop after `step`; the same on every rank."""
+        """Why the run should save and stop after `step` (`preempted`, `exit_duration`, `exit_interval`), or None.
+
+        One all-reduce decides for every rank: a signal may reach only some processes, and rank 0 alone
+        judges the time budget (one more average step must fit), so all ranks stop at the same step.
+        """
         train = self.cfg.train
+        out_of_time = False
+        if train.exit_duration_minutes is not None and dist.get_rank() == 0:
+            elapsed = time.perf_counter() - self.started_at
+            next_step = self.timer.run_seconds / self.timer.run_steps
+            out_of_time = elapsed + next_step > 60.0 * train.exit_duration_minutes
+        flags = torch.tensor([int(self.signals.received is not None), int(out_of_time)], device=self.engine.device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        signalled, out_of_time = (bool(v) for v in flags.tolist())
+        if signalled:
+            return "preempted"
+        if out_of_time:
+            return "exit_duration"
         if train.exit_interval is not None and step % train.exit_interval == 0:
             return "exit_interval"
-        if train.exit_duration_minutes is not None and self._out_of_time(train.exit_duration_minutes):
-            return "exit_duration"
         return None
-
-    def _out_of_time(self, budget_minutes: float) -> bool:
-        """Rank 0 decides whether one more (average) step would pass the budget; every rank gets its verdict."""
-        elapsed = time.perf_counter() - self.started_at
-        next_step = self.timer.run_seconds / self.timer.run_steps
-        verdict = torch.tensor(int(elapsed + next_step > 60.0 * budget_minutes), device=self.engine.device)
-        dist.broadcast(verdict, src=0)
-        return bool(verdict.item())
 
     def train_step(self, micro_batches: list[dict[str, torch.Tensor]], lr: float,
                    measure_grad_norm: bool = False) -> float:
@@ -196,18 +291,39 @@ class Trainer:
             group["lr"] = lr
         total = torch.zeros((), device=self.engine.device)
         self._zero0_grad_norm = None
+        mean_loss = math.nan
         for index, batch in enumerate(micro_batches):
             loss = self.engine(**self._to_device(batch))
             self.engine.backward(loss)
-            last = index == len(micro_batches) - 1
-            if last and measure_grad_norm and self.engine.zero_optimization_stage() == 0:
-                # DeepSpeed keeps no global norm at ZeRO-0 with a client optimizer: take the pre-clip
-                # norm of the (already data-parallel-reduced) gradients, counting TP-split weights once.
-                self._zero0_grad_norm = global_grad_norm(
-                    self.engine.module.parameters(), self.engine.mpu.get_tensor_model_parallel_group())
-            self.engine.step()
             total += loss.detach().float()
-        return self._mean_over_data_parallel(total / len(micro_batches))
+            if index == len(micro_batches) - 1:  # before the update: the guard may veto it
+                mean_loss = self._mean_over_data_parallel(total / len(micro_batches))
+                self._judge_update(mean_loss)
+                if measure_grad_norm and self.engine.zero_optimization_stage() == 0:
+                    # DeepSpeed keeps no global norm at ZeRO-0 with a client optimizer: take the pre-clip
+                    # norm of the (already data-parallel-reduced) gradients, counting TP-split weights once.
+                    self._zero0_grad_norm = global_grad_norm(
+                        self.engine.module.parameters(), self.engine.mpu.get_tensor_model_parallel_group())
+            self.engine.step()
+        self.guard.armed = None
+        return mean_loss
+
+    def _judge_update(self, mean_loss: float) -> None:
+        """Count a vetoed update; stop the run when non-finite losses keep coming."""
+        verdict = self.guard.judge(mean_loss, self.cfg.train.loss_spike_window)
+        if verdict is None:
+            return
+        self.state.skipped_steps += 1
+        step = self.state.step + 1
+        if dist.get_rank() == 0:
+            print(f"roots-train: step {step}: loss {mean_loss:.4g}, update skipped ({verdict})", flush=True)
+        if self.guard.consecutive_nonfinite >= self.cfg.train.max_nonfinite_steps:
+            latest = self.checkpoints.latest_tag()
+            raise TrainingError(
+                f"the loss was non-finite for {self.guard.consecutive_nonfinite} consecutive steps (up to step "
+                f"{step}; train.max_nonfinite_steps={self.cfg.train.max_nonfinite_steps}); stopped without "
+                f"saving, the last checkpoint ({latest or 'none yet'}) is intact. Lower optimizer.lr, raise "
+                f"optimizer.warmup_iters, or check the data around consumed sample {self.state.consumed_samples}")
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {key: value.to(self.engine.device) for key, value in batch.items()}
