@@ -11,12 +11,26 @@ ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 
 
-def torchrun(nproc: int, script: Path | str, *args: str, timeout: int = 600,
-             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """`torchrun --standalone --nproc_per_node N script args...`, from the repository root."""
+def torchrun_command(nproc: int, script: Path | str, *args: str,
+                     env: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of `torchrun --standalone --nproc_per_node N script args...`."""
     run_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     run_env.pop("RANK", None)
     run_env.pop("WORLD_SIZE", None)
-    return subprocess.run(
-        [str(TORCHRUN), "--standalone", "--nproc_per_node", str(nproc), str(script), *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=run_env)
+    return [str(TORCHRUN), "--standalone", "--nproc_per_node", str(nproc), str(script), *args], run_env
+
+
+def torchrun(nproc: int, script: Path | str, *args: str, timeout: int = 600,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run torchrun from the repository root to completion."""
+    command, run_env = torchrun_command(nproc, script, *args, env=env)
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=run_env)
+
+
+def torchrun_background(nproc: int, script: Path | str, *args: str, log: Path,
+                        env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start torchrun in its own process group (so a test can signal or kill the whole job), output to `log`."""
+    command, run_env = torchrun_command(nproc, script, *args, env=env)
+    with open(log, "w") as handle:
+        return subprocess.Popen(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, env=run_env,
+                                start_new_session=True)

@@ -19,10 +19,10 @@ TRAIN_FIELDS = {"loss", "lr", "grad_norm", "consumed_samples", "tokens_per_sec",
 VALID_FIELDS = {"valid_loss", "valid_ppl"}
 
 
-def train(run_dir: Path, store: Path, *overrides: str, nproc: int = 2):
+def train(run_dir: Path, store: Path, *overrides: str, nproc: int = 2, expect: int = 0):
     proc = torchrun(nproc, "roots_scale/pretrain.py", "--config", "configs/tiny_gpt.yaml", f"data.path={store}",
                     f"run.output_dir={run_dir}", "train.log_interval=1", *overrides, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == expect, proc.stderr[-3000:]
     return proc
 
 
@@ -94,10 +94,11 @@ def test_exit_duration_saves_stops_and_the_same_command_continues(tmp_path: Path
     store = write_random_store(tmp_path / "store")
     run = tmp_path / "run"
     budget = ["train.iters=8", "train.exit_duration_minutes=0.001"]  # spent before the first step ends
-    first = train(run, store, *budget)
-    assert "stopped after the exit-duration budget; rerun the same command to continue" in first.stdout
+    first = train(run, store, *budget, expect=1)  # each worker exits 3; torchrun reports any non-zero as 1
+    assert "stopped after the exit-duration budget (exit code 3); rerun the same command to continue" in first.stdout
+    assert json.loads((run / "exit_status.json").read_text())["requeue"] is True
     assert (run / "checkpoints" / "latest").read_text().strip() == "iter_0000001"
-    second = train(run, store, *budget)
+    second = train(run, store, *budget, expect=1)
     assert "resumed from step 1" in second.stdout and "exit-duration budget" in second.stdout
     assert (run / "checkpoints" / "latest").read_text().strip() == "iter_0000002"
     assert [m["step"] for m in records(run)] == [1, 2]

@@ -1,0 +1,228 @@
+"""Checkpoints you can trust: SIGKILL at random steps and mid-save, preemption signals, reshaping on
+resume, non-finite losses, fingerprints and retention. Real torchrun jobs over gloo, real DeepSpeed."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from distributed_helpers import ROOT, torchrun, torchrun_background
+from store_helpers import write_random_store
+
+pytestmark = pytest.mark.slow
+
+PRETRAIN = "roots_scale/pretrain.py"
+FAULTY = "tests/workers/faulty_pretrain.py"
+CONFIGS = {"gpt": "configs/tiny_gpt.yaml", "bert": "configs/tiny_bert.yaml"}
+STEPS = 8
+
+
+def run_args(arch: str, store: Path, run_dir: Path, *overrides: str) -> list[str]:
+    return ["--config", CONFIGS[arch], f"data.path={store}", f"run.output_dir={run_dir}", "model.seq_length=32",
+            f"train.iters={STEPS}", "train.save_interval=2", "train.log_interval=1", "data.num_workers=0",
+            *overrides]
+
+
+def losses(run_dir: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def logged_steps(run_dir: Path) -> int:
+    path = run_dir / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.is_file() else 0
+
+
+def latest(run_dir: Path) -> str:
+    return (run_dir / "checkpoints" / "latest").read_text().strip()
+
+
+def exit_status(run_dir: Path) -> dict:
+    return json.loads((run_dir / "exit_status.json").read_text())
+
+
+def finish(*args: str, script: str = PRETRAIN, nproc: int = 2, env: dict[str, str] | None = None,
+           expect: int = 0) -> subprocess.CompletedProcess:
+    proc = torchrun(nproc, script, *args, timeout=300, env=env)
+    assert proc.returncode == expect, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+def wait_for(predicate, job: subprocess.Popen, log: Path, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert job.poll() is None, f"the job ended early:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"timed out:\n{log.read_text()[-3000:]}"
+        time.sleep(0.05)
+
+
+def kill_job(job: subprocess.Popen) -> None:
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    return write_random_store(tmp_path_factory.mktemp("data") / "store", num_documents=200, max_length=120)
+
+
+@pytest.fixture(scope="module")
+def straight_gpt(tmp_path_factory, store: Path) -> list[float]:
+    """Losses of an uninterrupted GPT run with the defaults (ZeRO-1): what every interrupted run must reproduce."""
+    run = tmp_path_factory.mktemp("straight") / "run"
+    finish(*run_args("gpt", store, run))
+    return losses(run)
+
+
+@pytest.mark.parametrize("arch,zero_stage", [("gpt", 1), ("gpt", 3), ("bert", 1), ("bert", 3)])
+def test_sigkill_at_a_random_step_then_rerun_is_bitwise_identical(tmp_path: Path, store: Path, arch: str,
+                                                                  zero_stage: int, straight_gpt) -> None:
+    zero = f"parallel.zero_stage={zero_stage}"
+    if (arch, zero_stage) == ("gpt", 1):
+        reference = straight_gpt
+    else:
+        finish(*run_args(arch, store, tmp_path / "straight", zero))
+        reference = losses(tmp_path / "straight")
+
+    kill_after = random.Random(f"{arch}{zero_stage}").randint(3, STEPS - 2)  # a different step per case
+    killed = tmp_path / "killed"
+    log = tmp_path / "killed.log"
+    job = torchrun_background(2, PRETRAIN, *run_args(arch, store, killed, zero), log=log)
+    wait_for(lambda: logged_steps(killed) >= kill_after, job, log)
+    kill_job(job)
+    assert logged_steps(killed) < STEPS, "the job finished before it could be killed"
+
+    rerun = finish(*run_args(arch, store, killed, zero))
+    assert "resumed from step" in rerun.stdout
+    assert losses(killed) == reference  # bitwise, from the resumed step on and before it
+
+
+def test_sigkill_in_the_middle_of_a_save_keeps_the_previous_checkpoint(tmp_path: Path, store: Path,
+                                                                        straight_gpt) -> None:
+    run = tmp_path / "run"
+    log, marker = tmp_path / "job.log", tmp_path / "rank1_saving"
+    job = torchrun_background(2, FAULTY, *run_args("gpt", store, run), log=log,
+                              env={"FAULT_STALL_SAVE_STEP": "4", "FAULT_MARKER": str(marker)})
+    wait_for(marker.exists, job, log)
+    time.sleep(0.5)  # rank 0 goes on writing its part of step 4
+    kill_job(job)
+    assert latest(run) == "iter_0000002"  # the interrupted step-4 save never became latest
+    assert not (run / "checkpoints" / "iter_0000004" / "meta.yaml").exists()
+
+    rerun = finish(*run_args("gpt", store, run))
+    assert "resumed from step 2" in rerun.stdout
+    assert latest(run) == f"iter_{STEPS:07d}"
+    assert losses(run) == straight_gpt
+
+
+def test_sigterm_saves_and_exits_with_the_requeue_code_and_rerun_continues(tmp_path: Path, store: Path,
+                                                                           straight_gpt) -> None:
+    run = tmp_path / "run"
+    log = tmp_path / "job.log"
+    job = torchrun_background(2, PRETRAIN, *run_args("gpt", store, run), log=log)
+    wait_for(lambda: logged_steps(run) >= 3, job, log)
+    os.killpg(job.pid, signal.SIGTERM)  # what SLURM does at a time limit, to every process of the step
+    job.wait(timeout=120)
+    status = exit_status(run)
+    assert status["reason"] == "preempted" and status["requeue"] and status["exit_code"] == 3, status
+    assert latest(run) == f"iter_{status['step']:07d}"  # saved at the step it stopped after, not a step earlier
+    assert status["step"] < STEPS
+
+    finish(*run_args("gpt", store, run))
+    assert exit_status(run)["reason"] == "finished"
+    assert losses(run) == straight_gpt
+
+
+def test_sigusr1_to_a_plain_python_process_exits_3(tmp_path: Path, store: Path) -> None:
+    run = tmp_path / "run"
+    log = tmp_path / "job.log"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(log, "w") as handle:
+        job = subprocess.Popen([sys.executable, PRETRAIN, *run_args("gpt", store, run, "train.iters=200")],
+                               cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, env=env)
+    wait_for(lambda: logged_steps(run) >= 2, job, log)
+    job.send_signal(signal.SIGUSR1)
+    assert job.wait(timeout=120) == 3, log.read_text()[-3000:]
+    assert exit_status(run)["reason"] == "preempted"
+    assert "stopped on a preemption signal after saving" in log.read_text()
+
+
+def test_reshape_tp2_dp2_checkpoint_onto_other_layouts(tmp_path: Path, store: Path) -> None:
+    """Saved at TP=2 × DP=2 (ZeRO-1); resumed at TP=1 × DP=2 (ZeRO-3) and TP=2 × DP=1 (ZeRO-0)."""
+    source = tmp_path / "tp2dp2"
+    four = ["train.iters=4", "train.save_interval=3", "parallel.tensor=2", "parallel.zero_stage=1",
+            "train.micro_batch_size=2"]
+    finish(*run_args("gpt", store, source, *four), nproc=4)
+    reference = losses(source)[3]  # the step-4 loss of the uninterrupted run
+
+    convert = subprocess.run([sys.executable, PRETRAIN, "convert-checkpoint", str(source), "--output",
+                              str(tmp_path / "full.pt")], cwd=ROOT, capture_output=True, text=True)
+    assert convert.returncode == 0, convert.stderr
+    full = torch.load(tmp_path / "full.pt", weights_only=True)
+    assert full["layers.0.mlp.fc_in.weight"].shape == (4 * 64, 64)  # TP slices merged back into the full weight
+    assert full["embedding.weight"].shape[0] % 128 == 0
+
+    for name, layout in {"tp1dp2_zero3": ["parallel.tensor=1", "parallel.zero_stage=3", "train.micro_batch_size=2"],
+                         "tp2dp1_zero0": ["parallel.tensor=2", "parallel.zero_stage=0", "train.micro_batch_size=2",
+                                          "train.gradient_accumulation_steps=2"]}.items():
+        run = tmp_path / name
+        shutil.copytree(source, run)
+        (run / "checkpoints" / "latest").write_text("iter_0000003\n")
+        shutil.rmtree(run / "checkpoints" / "iter_0000004")
+        proc = finish(*run_args("gpt", store, run, "train.iters=4", *layout))
+        assert "layout-free state" in proc.stdout
+        assert losses(run)[3] == pytest.approx(reference, rel=1e-5), name
+
+
+def test_nonfinite_loss_is_skipped_then_repeated_stops_the_run(tmp_path: Path, store: Path) -> None:
+    once = tmp_path / "once"
+    finish(*run_args("gpt", store, once, "train.save_interval=1", "checkpoint.keep_last=null"), script=FAULTY, env={"FAULT_NAN_STEPS": "3"})
+    records = [json.loads(line) for line in (once / "metrics.jsonl").read_text().splitlines()]
+    assert [r["skipped_steps"] for r in records] == [0, 0, 1, 1, 1, 1, 1, 1]
+    folder = once / "checkpoints"
+    before = torch.load(folder / "iter_0000002/layout_free/tp00-of-01.pt", weights_only=True)
+    after = torch.load(folder / "iter_0000003/layout_free/tp00-of-01.pt", weights_only=True)
+    assert before["adam_step"] == after["adam_step"] == 2  # the NaN step moved no weight and no moment
+    assert all(torch.equal(before["tensors"][k], after["tensors"][k]) for k in before["tensors"])
+    assert all(r["loss"] == r["loss"] for r in records[3:])  # finite again afterwards
+
+    repeated = tmp_path / "repeated"
+    proc = finish(*run_args("gpt", store, repeated, "train.max_nonfinite_steps=2"), script=FAULTY,
+                  env={"FAULT_NAN_STEPS": "5-"}, expect=1)  # torchrun reports a failed worker as 1
+    assert "non-finite for 2 consecutive steps" in proc.stderr
+    status = exit_status(repeated)
+    assert status["reason"] == "training_failed" and status["exit_code"] == 4 and not status["requeue"]
+    assert latest(repeated) == "iter_0000004"  # the last good checkpoint, untouched
+    meta = yaml.safe_load((repeated / "checkpoints/iter_0000004/meta.yaml").read_text())
+    assert meta["step"] == 4 and meta["skipped_steps"] == 0
+
+
+def test_resume_refuses_other_data_unless_allowed(tmp_path: Path, store: Path) -> None:
+    run = tmp_path / "run"
+    finish(*run_args("gpt", store, run, "train.exit_interval=2"))
+    other = write_random_store(tmp_path / "other" / "store", num_documents=200, max_length=120, seed=7)
+    refused = finish(*run_args("gpt", other, run), expect=1)
+    assert "trained on other data or another tokenizer" in refused.stderr
+    assert "checkpoint.allow_data_change=true" in refused.stderr
+    assert exit_status(run)["exit_code"] == 2
+    allowed = finish(*run_args("gpt", other, run, "checkpoint.allow_data_change=true"))
+    assert "resumed from step 2" in allowed.stdout
+
+
+def test_retention_keeps_the_last_k_and_every_mth(tmp_path: Path, store: Path) -> None:
+    run = tmp_path / "run"
+    finish(*run_args("gpt", store, run, "train.iters=9", "train.save_interval=1", "checkpoint.keep_last=2",
+                     "checkpoint.keep_every=4"))
+    kept = sorted(p.name for p in (run / "checkpoints").glob("iter_*"))
+    assert kept == ["iter_0000004", "iter_0000008", "iter_0000009"]
+    assert not list((run / "checkpoints").glob(".deleting-*"))
