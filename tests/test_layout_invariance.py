@@ -1,4 +1,5 @@
-"""The same training run on any layout: ZeRO stages 0-3, and TP=2 × DP=2 on 4 processes (CPU, fp32)."""
+"""The same training run on any layout: ZeRO stages 0-3, and TP=2 × DP=2 on 4 processes (CPU, fp32),
+for GPT-2 style, Llama style and BERT (MLM + sentence order)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from distributed_helpers import torchrun
 from store_helpers import write_random_store
 
 STEPS = 10
-STYLES = {
-    "gpt2": [],
-    "llama": ["model.position_embedding=rope", "model.normalization=rmsnorm", "model.activation=swiglu",
-              "model.num_kv_heads=2", "model.bias=false", "model.tie_embeddings=false"],
+STYLES = {  # config preset and overrides
+    "gpt2": ("configs/tiny_gpt.yaml", []),
+    "llama": ("configs/tiny_gpt.yaml", ["model.position_embedding=rope", "model.normalization=rmsnorm",
+                                        "model.activation=swiglu", "model.num_kv_heads=2", "model.bias=false",
+                                        "model.tie_embeddings=false"]),
+    "bert": ("configs/tiny_bert.yaml", ["model.seq_length=32", "model.dropout=0", "model.attention_dropout=0"]),
 }
 
 
@@ -23,9 +26,10 @@ def train(tmp_path: Path, name: str, nproc: int, style: str, *overrides: str) ->
     if not store.exists():
         write_random_store(store)
     run_dir = tmp_path / name
-    proc = torchrun(nproc, "roots_scale/pretrain.py", "--config", "configs/tiny_gpt.yaml", f"train.iters={STEPS}",
+    preset, style_overrides = STYLES[style]
+    proc = torchrun(nproc, "roots_scale/pretrain.py", "--config", preset, f"train.iters={STEPS}",
                     "optimizer.warmup_iters=2", f"data.path={store}", f"run.output_dir={run_dir}",
-                    *STYLES[style], *overrides)
+                    "train.log_interval=1", *style_overrides, *overrides)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))

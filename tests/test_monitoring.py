@@ -14,7 +14,7 @@ from roots_scale.config import ConfigError, load_config, save_config, validate
 from roots_scale.training.metrics import format_console, tensorboard_tag
 from store_helpers import write_random_store
 
-TRAIN_FIELDS = {"loss", "lr", "grad_norm", "consumed_samples", "tokens_per_sec", "samples_per_sec",
+TRAIN_FIELDS = {"loss", "lr", "grad_norm", "consumed_samples", "skipped_steps", "tokens_per_sec", "samples_per_sec",
                 "tflops_per_device", "mfu", "mem_gb"}
 VALID_FIELDS = {"valid_loss", "valid_ppl"}
 
