@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     from roots_scale.distributed import MegatronMpu, discover_launch_env, init_distributed
     from roots_scale.models.gpt import GPT
     from roots_scale.training.checkpoint import CheckpointManager
-    from roots_scale.training.deepspeed_config import build_deepspeed_config
+    from roots_scale.training.deepspeed_config import build_deepspeed_config, effective_zero_stage
     from roots_scale.training.flops import FlopsMeter, device_name
     from roots_scale.training.metrics import MetricsLogger
     from roots_scale.training.optimizer import build_optimizer
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{Path(args.config).stem}: {m.num_layers} layers, hidden {m.hidden_size}, {m.num_attention_heads} heads, "
           f"seq {m.seq_length}, vocab {vocab}, {tokens_per_step} tokens/step "
           f"(micro {plan.micro_batch_size} × {plan.gradient_accumulation_steps}), {cfg.train.precision}, "
-          f"ZeRO-{cfg.parallel.zero_stage}; device {device_name()}; "
+          f"ZeRO-{cfg.parallel.zero_stage} (runs as ZeRO-{effective_zero_stage(cfg, plan)}); device {device_name()}; "
           f"{flops.flops_per_token / 1e6:,.1f} MFLOPs/token; median of {args.steps} steps")
     print(f"{'step':<26}{'s/step':>10}{'tokens/s':>12}{'TFLOP/s/dev':>13}{'MFU':>8}{'vs plain':>10}")
     reference = statistics.median(seconds["plain PyTorch"]) if on_cpu else None

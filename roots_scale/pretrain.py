@@ -133,7 +133,7 @@ def train(cfg: Config, plan: BatchPlan, launch: LaunchEnv, started_at: float | N
     from roots_scale.models.gpt import GPT
     from roots_scale.models.layers import padded_vocab_size
     from roots_scale.training.checkpoint import CheckpointManager, Layout, RunIdentity
-    from roots_scale.training.deepspeed_config import build_deepspeed_config
+    from roots_scale.training.deepspeed_config import build_deepspeed_config, effective_zero_stage
     from roots_scale.training.flops import FlopsMeter
     from roots_scale.training.metrics import MetricsLogger
     from roots_scale.training.optimizer import build_optimizer
@@ -165,7 +165,7 @@ def train(cfg: Config, plan: BatchPlan, launch: LaunchEnv, started_at: float | N
     vocab = padded_vocab_size(cfg.model.vocab_size or vocab_sizes.pop(), cfg.model.make_vocab_size_divisible_by)
     model = (BERT if cfg.model.arch == "bert" else GPT)(cfg.model, vocab, cfg.parallel.tensor)
     checkpoints = CheckpointManager(run_dir / "checkpoints", cfg, RunIdentity(
-        Layout(cfg.parallel.tensor, plan.data_parallel_size, cfg.parallel.zero_stage),
+        Layout(cfg.parallel.tensor, plan.data_parallel_size, effective_zero_stage(cfg, plan)),
         {f"{i}:{path.name}": {"data": m["fingerprint"], "tokenizer": m["tokenizer"]["fingerprint"]}
          for i, (path, m) in enumerate(zip(stores, manifests))}))
     if cfg.model.init_from_hf and checkpoints.latest_tag() is None:

@@ -8,6 +8,13 @@ from typing import Any
 from roots_scale.config import BatchPlan, Config
 
 
+def effective_zero_stage(cfg: Config, plan: BatchPlan) -> int:
+    """ZeRO-1/2 on a single data-parallel rank partition nothing and only add flat-buffer copies: run
+    them as stage 0 (same math). ZeRO-3 is kept: its offload options still matter on one rank."""
+    stage = cfg.parallel.zero_stage
+    return 0 if stage in (1, 2) and plan.data_parallel_size == 1 else stage
+
+
 def build_deepspeed_config(cfg: Config, plan: BatchPlan) -> dict[str, Any]:
     """Batch arithmetic, precision, clipping and ZeRO from `cfg`; `cfg.deepspeed` merged on top."""
     derived: dict[str, Any] = {
@@ -15,7 +22,7 @@ def build_deepspeed_config(cfg: Config, plan: BatchPlan) -> dict[str, Any]:
         "train_micro_batch_size_per_gpu": plan.micro_batch_size,
         "gradient_accumulation_steps": plan.gradient_accumulation_steps,
         "gradient_clipping": cfg.optimizer.clip_grad,
-        "zero_optimization": {"stage": cfg.parallel.zero_stage},
+        "zero_optimization": {"stage": effective_zero_stage(cfg, plan)},
         "bf16": {"enabled": cfg.train.precision == "bf16"},
         "fp16": {"enabled": cfg.train.precision == "fp16", "loss_scale": 0,
                  "initial_scale_power": 16, "loss_scale_window": 1000, "hysteresis": 2,
