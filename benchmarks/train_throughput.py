@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from roots_scale.distributed import MegatronMpu, discover_launch_env, init_distributed
     from roots_scale.models.gpt import GPT
-    from roots_scale.training.checkpoint import CheckpointManager
+    from roots_scale.training.checkpoint import CheckpointManager, Layout, RunIdentity
     from roots_scale.training.deepspeed_config import build_deepspeed_config, effective_zero_stage
     from roots_scale.training.flops import FlopsMeter, device_name
     from roots_scale.training.metrics import MetricsLogger
@@ -164,7 +164,9 @@ def main(argv: list[str] | None = None) -> None:
                                            config=build_deepspeed_config(cfg, plan), mpu=MegatronMpu())
     flops = FlopsMeter.for_run(cfg.model, vocab, 1, cfg.train.precision, cfg.train.peak_tflops)
     with tempfile.TemporaryDirectory() as scratch:
-        trainer = Trainer(cfg, engine, [], CheckpointManager(Path(scratch)), MetricsLogger(Path(scratch), False, False),
+        identity = RunIdentity(Layout(cfg.parallel.tensor, 1, effective_zero_stage(cfg, plan)))
+        trainer = Trainer(cfg, engine, [], CheckpointManager(Path(scratch), cfg, identity),
+                          MetricsLogger(Path(scratch), False, False),
                           parallel_state.get_data_parallel_group(), plan.micro_batch_size,
                           plan.gradient_accumulation_steps, flops)
         batches = random_batches(cfg, vocab, plan.micro_batch_size, plan.gradient_accumulation_steps, engine.device)
