@@ -80,18 +80,21 @@ def main(argv: list[str] | None = None) -> int:
     from roots_scale.training.checkpoint import CheckpointError
     from roots_scale.training.trainer import TrainingError
 
+    import torch.distributed as dist
+
     init_distributed(launch, cfg.parallel.tensor)
     try:
         result = train(cfg, plan, launch, started_at)
+        code = EXIT_REQUEUE if result.requeue else EXIT_OK
+        if launch.rank == 0:
+            write_exit_status(Path(cfg.run.output_dir), result.reason, result.step, result.requeue, code)
+        dist.barrier()  # no rank exits (and gets its peers killed by a launcher) before the status is on disk
     except (TokenStoreError, DatasetError, CheckpointError) as err:
         return _fail(cfg, launch, err, EXIT_BAD_CONFIG, "error")
     except TrainingError as err:
         return _fail(cfg, launch, err, EXIT_TRAINING_FAILED, "training_failed")
     finally:
         destroy_distributed()
-    code = EXIT_REQUEUE if result.requeue else EXIT_OK
-    if launch.rank == 0:
-        write_exit_status(Path(cfg.run.output_dir), result.reason, result.step, result.requeue, code)
     return code
 
 

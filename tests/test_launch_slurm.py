@@ -1,0 +1,159 @@
+"""launch/ against a real one-node SLURM cluster: pretraining with requeue, a failing job, data-pipeline arrays, PMIx."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from distributed_helpers import ROOT
+from slurm_cluster import SlurmCluster, local_cluster
+from store_helpers import write_random_store
+
+from data_tools.cli import main as roots_data
+
+pytestmark = pytest.mark.slow
+ITERS = 200  # long enough (several seconds) for the signal to land mid-run
+CPU_PROFILE = ROOT / "configs" / "clusters" / "local_cpu.yaml"
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster() -> Iterator[SlurmCluster]:
+    yield from local_cluster()
+
+
+def read_metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_pretrain_slurm_trains_checkpoints_and_requeues_on_the_signal_until_done(
+        slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
+    """sbatch launch/pretrain.slurm: 2 CPU tasks train; SIGUSR1 (what --signal sends) makes the run save and the
+    job requeue itself; the second attempt resumes from that checkpoint and finishes."""
+    store, run, logs = write_random_store(tmp_path / "store"), tmp_path / "run", tmp_path / "logs"
+    logs.mkdir()
+    job = slurm_cluster.sbatch(
+        "--ntasks-per-node=2", f"--output={logs}/%x-%j.out", "launch/pretrain.slurm", "configs/tiny_gpt.yaml",
+        f"data.path={store}", f"run.output_dir={run}", f"train.iters={ITERS}", "train.save_interval=1000")
+    deadline = time.monotonic() + 180
+    while not ((run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").read_text().count("\n") >= 3):
+        assert time.monotonic() < deadline, slurm_cluster.records(job)
+        time.sleep(0.2)
+    signalled = slurm_cluster.run("scancel", "--signal=USR1", job)  # to the job's tasks, as --signal=USR1@N does
+    assert signalled.returncode == 0, signalled.stderr
+
+    [record] = slurm_cluster.wait(job, timeout=300)
+    log = (logs / f"roots-pretrain-{job}.out").read_text()
+    assert (record["JobState"], record["ExitCode"], record["Restarts"]) == ("COMPLETED", "0:0", "1"), log[-3000:]
+    preempted = int(re.search(r"preempted at step (\d+), checkpoint saved; requeueing", log).group(1))
+    assert 3 <= preempted < ITERS
+    assert "restart 1: 1 node(s) x 2 process(es)" in log
+    assert f"finished at step {ITERS} (resumed from step {preempted}; 2 processes" in log
+    assert json.loads((run / "exit_status.json").read_text())["reason"] == "finished"
+    checkpoints = run / "checkpoints"
+    assert (checkpoints / "latest").read_text().strip() == f"iter_{ITERS:07d}"
+    assert (checkpoints / f"iter_{preempted:07d}").is_dir()  # the checkpoint the signal asked for
+    assert [m["step"] for m in read_metrics(run)] == list(range(1, ITERS + 1))  # nothing lost or repeated
+
+
+def test_pretrain_slurm_bad_config_fails_before_training_and_is_not_requeued(
+        slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
+    """CONFIG from the environment, overrides as arguments; a typo fails in the preflight with its message."""
+    job = slurm_cluster.sbatch(f"--output={tmp_path}/%x-%j.out", "launch/pretrain.slurm", "train.itres=5",
+                               env={"CONFIG": "configs/tiny_gpt.yaml"})
+    [record] = slurm_cluster.wait(job, timeout=120)
+    log = (tmp_path / f"roots-pretrain-{job}.out").read_text()
+    assert (record["JobState"], record["Restarts"]) == ("FAILED", "0"), log
+    assert "unknown key 'train.itres'; did you mean 'train.iters'?" in log
+    assert "pretrain.slurm: job" not in log  # stopped before launching the training step
+
+
+def test_generated_slurm_job_stops_requeueing_a_run_that_makes_no_progress(slurm_cluster: SlurmCluster,
+                                                                           tmp_path: Path) -> None:
+    """roots-launch train --submit on the local CPU profile (its #SBATCH header read by the real sbatch), with a
+    stand-in trainer that keeps asking for a requeue at the same step: requeued once, then the job fails instead
+    of looping. (The job script's decisions are under test here, not training.)"""
+    store, run, trainer = write_random_store(tmp_path / "store", num_documents=10), tmp_path / "run", tmp_path / "trainer"
+    trainer.write_text(
+        "#!/bin/bash\n"
+        f'if [ "$1" = -c ]; then echo {shlex.quote(str(run))}; exit 0; fi  # the preflight asks for the run dir\n'
+        f"mkdir -p {shlex.quote(str(run))}\n"
+        f"""[ "$SLURM_PROCID" = 0 ] && echo '{{"reason": "exit_duration", "step": 7, "requeue": true}}' """
+        f"> {shlex.quote(str(run / 'exit_status.json'))}\n"
+        "exit 3\n")
+    trainer.chmod(0o755)
+    profile = tmp_path / "cluster.yaml"
+    profile.write_text(yaml.safe_dump(yaml.safe_load(CPU_PROFILE.read_text()) | {"python": str(trainer)}))
+    submitted = slurm_cluster.run(sys.executable, "-m", "roots_scale.launch", "train", "--cluster", str(profile),
+                                  "--config", str(ROOT / "configs/tiny_gpt.yaml"), f"data.path={store}",
+                                  f"run.output_dir={run}", "--submit", cwd=tmp_path)
+    assert submitted.returncode == 0, submitted.stderr
+    job = re.search(r"Submitted batch job (\d+)", submitted.stdout).group(1)
+    [record] = slurm_cluster.wait(job, timeout=120)
+    log = (tmp_path / "logs" / f"tiny_gpt-{job}.out").read_text()
+    assert (record["JobState"], record["Restarts"], record["NumTasks"]) == ("FAILED", "1", "2"), log
+    assert "pretrain.slurm: job" in log and "1 node(s) x 2 process(es), 1 CPU(s) each" in log
+    assert "exit_duration at step 7, checkpoint saved; requeueing" in log
+    assert "exit_duration at step 7, no progress since the previous attempt; not requeueing" in log
+
+
+def test_generated_data_pipeline_arrays_match_a_local_run(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
+    """roots-launch data → extract/clean/dedup(3 phases)/train-tokenizer/tokenize as 2-task arrays chained afterok:
+    byte-identical shards, tokenizer and token store to running each stage once, locally."""
+    assert roots_data(["demo-corpus", "--output", str(tmp_path / "raw")]) == 0
+    wiki, warc = "raw/wikipedia/demowiki-pages-articles.xml.bz2", "raw/commoncrawl/demo.warc.gz"
+    local = tmp_path / "local"
+    split = ["--shard-size-mb", "0.02"]  # 16 shards from the two inputs, so each array task gets several
+    for argv in (["extract", "--format", "wikipedia", *split, "--output", f"{local}/docs", str(tmp_path / wiki)],
+                 ["extract", "--format", "warc", *split, "--output", f"{local}/docs", str(tmp_path / warc)],
+                 ["clean", "--input", f"{local}/docs", "--output", f"{local}/clean"],
+                 ["dedup", "--input", f"{local}/clean", "--output", f"{local}/dedup"],
+                 ["train-tokenizer", "--input", f"{local}/dedup", "--output", f"{local}/tokenizer/spm",
+                  "--vocab-size", "2000"],
+                 ["tokenize", "--input", f"{local}/dedup", "--tokenizer", f"{local}/tokenizer/spm.model",
+                  "--output", f"{local}/store"]):
+        assert roots_data(argv) == 0, argv
+
+    submitted = slurm_cluster.run(
+        sys.executable, "-m", "roots_scale.launch", "data", "--cluster", str(ROOT / "configs/clusters/local_cpu.yaml"),
+        "--work-dir", "work", "--extract", "wikipedia", wiki, "--extract", "warc", "raw/commoncrawl/*.warc.gz",
+        "--vocab-size", "2000", "--array-size", "2", "--stage-args", f"extract={' '.join(split)}", "--submit",
+        cwd=tmp_path)
+    assert submitted.returncode == 0, submitted.stderr
+    jobs = dict(re.findall(r"submitted (\w+): (\d+)", submitted.stdout))
+    assert list(jobs) == ["extract_1", "extract_2", "clean", "dedup_signatures", "dedup_cluster", "dedup_filter",
+                          "train_tokenizer", "tokenize", "verify"]
+    records = {name: slurm_cluster.wait(job, timeout=300) for name, job in jobs.items()}
+    for name, tasks in records.items():
+        assert [t["JobState"] for t in tasks] == ["COMPLETED"] * len(tasks), (name, tasks)
+    assert len(records["clean"]) == len(records["tokenize"]) == 2 and len(records["dedup_cluster"]) == 1
+
+    work = tmp_path / "work"
+    for stage in ("docs", "clean", "dedup", "store", "tokenizer"):
+        names = sorted(p.name for p in (local / stage).iterdir() if p.suffix in (".parquet", ".arrow", ".model"))
+        assert names and names == sorted(p.name for p in (work / stage).iterdir()
+                                         if p.suffix in (".parquet", ".arrow", ".model")), stage
+        for name in names:
+            assert (local / stage / name).read_bytes() == (work / stage / name).read_bytes(), f"{stage}/{name}"
+    manifests = [json.loads((d / "store" / "manifest.json").read_text()) for d in (local, work)]
+    for manifest in manifests:
+        manifest["tokenizer"].pop("path")  # where each run's tokenizer lies; its fingerprint must match
+    assert manifests[0] == manifests[1]
+    assert "OK: 16 files" in next((tmp_path / "logs").glob("roots-data-verify-*.out")).read_text()
+
+
+def test_srun_mpi_pmix_gives_mpi_and_slurm_the_same_ranks(slurm_cluster: SlurmCluster) -> None:
+    """`srun --mpi=pmix`: MPI (mpi4py over the PyPI Open MPI) initializes, and its ranks are the SLURM_PROCID /
+    SLURM_NTASKS that roots_scale's discovery reads under srun (tests/test_distributed.py)."""
+    code = ("import json, os; from mpi4py import MPI; c = MPI.COMM_WORLD; print(json.dumps([c.Get_rank(), "
+            "c.Get_size(), int(os.environ['SLURM_PROCID']), int(os.environ['SLURM_NTASKS'])]))")
+    result = slurm_cluster.run("srun", "--mpi=pmix", "--ntasks=2", sys.executable, "-c", code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = sorted(json.loads(line) for line in result.stdout.splitlines() if line.startswith("["))
+    assert rows == [[0, 2, 0, 2], [1, 2, 1, 2]]
