@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DistributedError) as err:
         print(f"roots-train: error: {err}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    from roots_scale.hf import HFConversionError
     from roots_scale.training.checkpoint import CheckpointError
     from roots_scale.training.trainer import TrainingError
 
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         if launch.rank == 0:
             write_exit_status(Path(cfg.run.output_dir), result.reason, result.step, result.requeue, code)
         dist.barrier()  # no rank exits (and gets its peers killed by a launcher) before the status is on disk
-    except (TokenStoreError, DatasetError, CheckpointError) as err:
+    except (TokenStoreError, DatasetError, CheckpointError, HFConversionError) as err:
         return _fail(cfg, launch, err, EXIT_BAD_CONFIG, "error")
     except TrainingError as err:
         return _fail(cfg, launch, err, EXIT_TRAINING_FAILED, "training_failed")
@@ -172,9 +173,9 @@ def train(cfg: Config, plan: BatchPlan, launch: LaunchEnv, started_at: float | N
         {f"{i}:{path.name}": {"data": m["fingerprint"], "tokenizer": m["tokenizer"]["fingerprint"]}
          for i, (path, m) in enumerate(zip(stores, manifests))}))
     if cfg.model.init_from_hf and checkpoints.latest_tag() is None:
-        from roots_scale.hf.convert import init_model_from_hf
+        from roots_scale.hf.load import init_model_from_hf
 
-        init_model_from_hf(model, Path(cfg.model.init_from_hf), cfg.model)
+        init_model_from_hf(model, cfg.model.init_from_hf, cfg.model)
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=build_optimizer(model, cfg.optimizer),
         config=build_deepspeed_config(cfg, plan), mpu=MegatronMpu())

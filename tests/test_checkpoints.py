@@ -94,7 +94,8 @@ def test_sigkill_at_a_random_step_then_rerun_is_bitwise_identical(tmp_path: Path
         finish(*run_args(arch, store, tmp_path / "straight", zero))
         reference = losses(tmp_path / "straight")
 
-    kill_after = random.Random(f"{arch}{zero_stage}").randint(3, STEPS - 2)  # a different step per case
+    # A different step per case; 3+ so the step-2 checkpoint exists, and 3 steps of margin before the end.
+    kill_after = random.Random(f"{arch}{zero_stage}").randint(3, STEPS - 3)
     killed = tmp_path / "killed"
     log = tmp_path / "killed.log"
     job = torchrun_background(2, PRETRAIN, *run_args(arch, store, killed, zero), log=log)

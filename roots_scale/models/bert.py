@@ -100,7 +100,7 @@ class BERT(nn.Module):
 
     def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits over this rank's vocabulary slice for hidden states [..., hidden]."""
-        h = self.lm_norm(F.gelu(self.lm_dense(hidden), approximate="tanh"))
+        h = self.lm_norm(F.gelu(self.lm_dense(hidden)))  # erf GELU, as BERT and Megatron's BertLMHead
         return parallel_logits(h, self.embedding.weight) + self.lm_bias
 
     def sop_logits(self, hidden: torch.Tensor) -> torch.Tensor:
