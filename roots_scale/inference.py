@@ -44,10 +44,9 @@ def single_process_world() -> Iterator[None]:
 
 def build_model(cfg: ModelConfig, vocab_rows: int, tensor_parallel_size: int = 1) -> nn.Module:
     """A GPT or BERT (by `cfg.arch`) with `vocab_rows` padded vocabulary rows, in eval mode."""
-    from roots_scale.models.bert import BERT
-    from roots_scale.models.gpt import GPT
+    from roots_scale import models
 
-    return (BERT if cfg.arch == "bert" else GPT)(cfg, vocab_rows, tensor_parallel_size).eval()
+    return models.build_model(cfg, vocab_rows, tensor_parallel_size).eval()
 
 
 def load_checkpoint_model(path: str | Path):

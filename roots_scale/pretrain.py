@@ -133,8 +133,7 @@ def train(cfg: Config, plan: BatchPlan, launch: LaunchEnv, started_at: float | N
     from megatron.core import parallel_state
 
     from roots_scale.data.builder import build_dataset, store_paths
-    from roots_scale.models.bert import BERT
-    from roots_scale.models.gpt import GPT
+    from roots_scale.models import build_model
     from roots_scale.models.layers import padded_vocab_size
     from roots_scale.training.checkpoint import CheckpointManager, Layout, RunIdentity
     from roots_scale.training.deepspeed_config import build_deepspeed_config, effective_zero_stage
@@ -167,7 +166,7 @@ def train(cfg: Config, plan: BatchPlan, launch: LaunchEnv, started_at: float | N
 
     seed_everything(cfg.train.seed)
     vocab = padded_vocab_size(cfg.model.vocab_size or vocab_sizes.pop(), cfg.model.make_vocab_size_divisible_by)
-    model = (BERT if cfg.model.arch == "bert" else GPT)(cfg.model, vocab, cfg.parallel.tensor)
+    model = build_model(cfg.model, vocab, cfg.parallel.tensor)
     checkpoints = CheckpointManager(run_dir / "checkpoints", cfg, RunIdentity(
         Layout(cfg.parallel.tensor, plan.data_parallel_size, effective_zero_stage(cfg, plan)),
         {f"{i}:{path.name}": {"data": m["fingerprint"], "tokenizer": m["tokenizer"]["fingerprint"]}

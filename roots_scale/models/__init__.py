@@ -1,0 +1,15 @@
+"""GPT and BERT on megatron-core's tensor-parallel layers."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from roots_scale.config import ModelConfig
+
+
+def build_model(cfg: ModelConfig, vocab_rows: int, tensor_parallel_size: int) -> nn.Module:
+    """A GPT or BERT (by `cfg.arch`) with `vocab_rows` padded vocabulary rows, this rank's TP slice."""
+    from roots_scale.models.bert import BERT
+    from roots_scale.models.gpt import GPT
+
+    return (BERT if cfg.arch == "bert" else GPT)(cfg, vocab_rows, tensor_parallel_size)

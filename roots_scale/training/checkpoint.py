@@ -126,7 +126,7 @@ class CheckpointManager:
         if rank == 0 and folder.exists():  # left by a save that was killed: never mix its files with ours
             self._discard(folder)
         dist.barrier()
-        engine.save_checkpoint(str(self.directory), tag=tag, client_state={"step": step}, save_latest=False)
+        engine.save_checkpoint(str(self.directory), tag=tag, save_latest=False)  # our state goes in meta.yaml
         _atomic_torch_save(capture_rng_state(), folder / rng_file(rank))
         if self.policy.layout_free:
             tp_rank, tp_size, dp_rank = layout_free.tensor_parallel_coordinates()

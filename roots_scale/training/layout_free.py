@@ -62,7 +62,7 @@ def slice_for_rank(full: torch.Tensor, dim: int, stride: int, rank: int, size: i
 # --------------------------------------------------------------------------- from an engine
 
 
-def _base_optimizer(engine) -> torch.optim.Optimizer:
+def base_optimizer(engine) -> torch.optim.Optimizer:
     """The torch optimizer underneath DeepSpeed's ZeRO / bf16 wrappers (itself at ZeRO-0 fp32)."""
     return getattr(engine.optimizer, "optimizer", engine.optimizer)
 
@@ -74,7 +74,7 @@ def _link_optimizer_states(engine) -> None:
     that state when first asked, which may be before it exists; so create it (zeros, step 0) where
     missing, then (re)link.
     """
-    base = _base_optimizer(engine)
+    base = base_optimizer(engine)
     flats = [flat for group in base.param_groups for flat in group["params"]]
     flats += getattr(engine.optimizer, "fp32_partitioned_groups_flat", [])  # ZeRO-3 empties param_groups between steps
     for flat in flats:
@@ -88,7 +88,7 @@ def _link_optimizer_states(engine) -> None:
 
 
 def _adam_step(engine) -> int:
-    for state in _base_optimizer(engine).state.values():
+    for state in base_optimizer(engine).state.values():
         if "step" in state:
             return int(state["step"])
     return 0
@@ -103,7 +103,7 @@ def _full_fp32(engine, param: torch.Tensor, moment: str | None) -> torch.Tensor:
         return value.detach().float().cpu()
     if moment is None:
         return param.detach().float().cpu()
-    return _base_optimizer(engine).state[param][moment].detach().float().cpu()
+    return base_optimizer(engine).state[param][moment].detach().float().cpu()
 
 
 def save_layout_free(engine, folder: Path, tp_rank: int, tp_size: int, dp_rank: int) -> None:
@@ -236,7 +236,7 @@ def load_into_engine(engine, state: FullState, tp_rank: int, tp_size: int) -> No
 
     _check_names(engine.module, state.params)
     _link_optimizer_states(engine)
-    base = _base_optimizer(engine)
+    base = base_optimizer(engine)
     zero3 = engine.zero_optimization_stage() == 3
     with torch.no_grad():
         for name, param in engine.module.named_parameters():

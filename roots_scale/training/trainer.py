@@ -16,6 +16,7 @@ import torch.distributed as dist
 from roots_scale.config import Config
 from roots_scale.data.loader import SampleSource, step_batches
 from roots_scale.training.grad_norm import global_grad_norm
+from roots_scale.training.layout_free import base_optimizer
 from roots_scale.training.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
 from roots_scale.training.flops import FlopsMeter
 from roots_scale.training.metrics import MetricsLogger
@@ -160,8 +161,7 @@ class Trainer:
         self._valid_batches: list[dict[str, torch.Tensor]] | None = None
         self._zero0_grad_norm: torch.Tensor | None = None  # measured by the trainer where DeepSpeed keeps none
         self.guard = UpdateGuard(cfg.train.max_nonfinite_steps, cfg.train.loss_spike_zscore)
-        base_optimizer = getattr(engine.optimizer, "optimizer", engine.optimizer)
-        self.guard.attach(base_optimizer)
+        self.guard.attach(base_optimizer(engine))
         self.signals = PreemptionSignals()
 
     @property
