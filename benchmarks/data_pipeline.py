@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from roots_scale.data.token_store import TokenizedDocument, TokenStoreWriter  # noqa: E402
+from roots_core.token_store import TokenizedDocument, TokenStoreWriter  # noqa: E402
 
 SPECIAL = {"pad": 0, "unk": 1, "eod": 2, "mask": 3, "cls": 4, "sep": 5}
 DOCUMENTS_PER_FILE = 200_000
@@ -85,7 +85,7 @@ print(json.dumps({{"seconds": seconds, "peak_mb": peak, "delta_mb": peak - befor
 def index_build(kind: str, store: Path, cache: Path, num_samples: int) -> dict[str, float]:
     """Build (or, when cached, open) one sample index in a fresh process."""
     module, name, seq_length, options = DATASETS[kind]
-    setup = (f"from roots_scale.data.token_store import TokenStore\n"
+    setup = (f"from roots_core.token_store import TokenStore\n"
              f"from roots_scale.data.{module} import {name}\n"
              f"store = TokenStore({str(store)!r})")
     timed = f"{name}(store, {seq_length}, {num_samples}, 1234, cache_dir={str(cache)!r}{options})"
@@ -130,7 +130,7 @@ def main() -> None:
         print(f"synthetic store: {tokens:,} tokens written in {time.perf_counter() - start:.0f} s ({work})")
         from roots_scale.data.bert_dataset import BERTDataset
         from roots_scale.data.gpt_dataset import GPTDataset
-        from roots_scale.data.token_store import TokenStore
+        from roots_core.token_store import TokenStore
 
         start = time.perf_counter()
         opened = TokenStore(store)

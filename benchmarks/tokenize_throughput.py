@@ -40,7 +40,7 @@ from data_tools.extract import extract_files  # noqa: E402
 from data_tools.shards import iter_batches, list_shards, write_shard  # noqa: E402
 from data_tools.sources.base import Document  # noqa: E402
 from data_tools.tokenizer import train_tokenizer  # noqa: E402
-from roots_scale.data.token_store import TokenStore  # noqa: E402
+from roots_core.token_store import TokenStore  # noqa: E402
 
 
 def base_documents(work: Path) -> Path:

@@ -18,7 +18,7 @@ from data_tools.demo_corpus import build_demo_corpus
 from data_tools.errors import DataToolsError
 from data_tools.extract import FORMATS, ExtractOptions, extract_files
 from data_tools.stage import STATS_FILE, format_stats, print_report, read_stage_stats
-from roots_scale.data.token_store import TokenStoreError
+from roots_core.token_store import TokenStoreError
 
 
 def _demo_corpus(args: argparse.Namespace) -> int:

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from data_tools.atomic import atomic_path, write_bytes_atomic
+from roots_core.atomic import atomic_path, write_bytes_atomic
 from data_tools.errors import DataToolsError
 from data_tools.minhash import MinHasher, exact_hashes, normalize
 from data_tools.shards import SCHEMA, SUFFIX, iter_batches, write_shard

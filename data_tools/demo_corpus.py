@@ -26,7 +26,7 @@ from xml.sax.saxutils import escape, quoteattr
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from data_tools.atomic import write_bytes_atomic
+from roots_core.atomic import write_bytes_atomic
 
 MODULES: tuple[str, ...] = (
     "abc", "argparse", "base64", "bisect", "calendar", "cmd", "codecs", "collections", "colorsys",

@@ -33,8 +33,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from data_tools.errors import DataToolsError
-from data_tools.tokenizer import SPECIAL_TOKENS, Tokenizer
-from roots_scale.data.token_store import MANIFEST_NAME, TokenizedDocument, TokenStoreWriter, file_sha256
+from roots_core.token_store import MANIFEST_NAME, TokenizedDocument, TokenStoreWriter, file_sha256
+from roots_core.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 MAGIC = b"MMIDIDX\x00\x00"
 VERSION = 1

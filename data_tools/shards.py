@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data_tools.atomic import atomic_path
+from roots_core.atomic import atomic_path
 from data_tools.errors import DataToolsError
 from data_tools.sources.base import Document
 

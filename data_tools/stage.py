@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data_tools.atomic import write_bytes_atomic
+from roots_core.atomic import write_bytes_atomic
 from data_tools.errors import DataToolsError
 
 STATS_DIR = ".stats"

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import pyarrow.compute as pc
 
-from data_tools.atomic import write_bytes_atomic
+from roots_core.atomic import write_bytes_atomic
 from data_tools.errors import DataToolsError
 from data_tools.shards import iter_batches
 from data_tools.stage import (
@@ -39,8 +39,7 @@ from data_tools.stage import (
     select_slice,
     shard_tasks,
 )
-from data_tools.tokenizer import Tokenizer
-from roots_scale.data.token_store import (
+from roots_core.token_store import (
     MANIFEST_NAME,
     SUFFIX,
     TokenizedDocument,
@@ -48,6 +47,7 @@ from roots_scale.data.token_store import (
     read_manifest,
     verify_store,
 )
+from roots_core.tokenizer import Tokenizer
 
 STAGE = "tokenize"
 ENTRIES_DIR = ".entries"

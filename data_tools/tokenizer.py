@@ -1,4 +1,6 @@
-"""The tokenizer: train a lossless sentencepiece model on a balanced sample of document shards, and load it back.
+"""Train the tokenizer: a lossless sentencepiece model on a balanced sample of document shards.
+
+(Loading one back is `roots_core.tokenizer.Tokenizer`, shared with training and inference.)
 
 Lossless means decode(encode(text)) == text for any text: identity normalization, no dummy
 prefix, whitespace kept as is, and byte fallback for characters outside the vocabulary. (One
@@ -17,25 +19,22 @@ by weight, so the sample keeps its size.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import math
 import os
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import sentencepiece as spm
-from sentencepiece import sentencepiece_model_pb2 as model_pb2
 
-from data_tools.atomic import write_bytes_atomic
 from data_tools.errors import DataToolsError
 from data_tools.shards import iter_batches, list_shards
+from roots_core.atomic import write_bytes_atomic
+from roots_core.tokenizer import SPECIAL_TOKENS, Tokenizer, model_proto
 
-SPECIAL_TOKENS: dict[str, int] = {"pad": 0, "unk": 1, "eod": 2, "mask": 3, "cls": 4, "sep": 5}
 _USER_DEFINED_SYMBOLS = ("<mask>", "<cls>", "<sep>")
 MODEL_TYPES = ("bpe", "unigram")
 BALANCE_BY = ("none", "source", "lang")
@@ -254,59 +253,8 @@ def train_tokenizer(
 
 def _vocab_file(model_bytes: bytes) -> bytes:
     """The `.vocab` text sentencepiece writes beside a model: one `piece<TAB>score` line per id."""
-    proto = model_pb2.ModelProto()
-    proto.ParseFromString(model_bytes)
+    proto = model_proto(model_bytes)
     return "".join(f"{piece.piece}\t{piece.score:g}\n" for piece in proto.pieces).encode("utf-8")
-
-
-class Tokenizer:
-    """A trained sentencepiece model with the fixed special ids, and its fingerprint."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        """Load the `.model` file at `path`; DataToolsError if unreadable or its special ids differ."""
-        self.path = Path(path)
-        try:
-            model_bytes = self.path.read_bytes()
-        except OSError as exc:
-            raise DataToolsError(
-                f"cannot read tokenizer model {self.path}: {exc.strerror} "
-                "(expected the PREFIX.model written by `roots-data train-tokenizer`)"
-            ) from exc
-        self._sp = spm.SentencePieceProcessor()
-        try:
-            self._sp.LoadFromSerializedProto(model_bytes)
-        except RuntimeError as exc:
-            raise DataToolsError(f"{self.path} is not a sentencepiece model: {exc}") from exc
-        self.fingerprint = hashlib.sha256(model_bytes).hexdigest()
-        found = {
-            "pad": self._sp.pad_id(),
-            "unk": self._sp.unk_id(),
-            "eod": self._sp.eos_id(),
-            **{name: self._sp.piece_to_id(f"<{name}>") for name in ("mask", "cls", "sep")},
-        }
-        if found != SPECIAL_TOKENS:
-            raise DataToolsError(
-                f"tokenizer {self.path} has special ids {found}; roots_scale needs {SPECIAL_TOKENS} "
-                "(train it with `roots-data train-tokenizer`)"
-            )
-        self.special_tokens = dict(SPECIAL_TOKENS)
-
-    @property
-    def vocab_size(self) -> int:
-        """Number of ids (every id is < vocab_size)."""
-        return self._sp.get_piece_size()
-
-    def encode(self, text: str) -> list[int]:
-        """Token ids of `text` (no eod appended)."""
-        return self._sp.encode(text, out_type=int)
-
-    def encode_batch(self, texts: list[str], num_threads: int = 1) -> list[np.ndarray]:
-        """Token ids (int32 arrays) of each text, in one call: no Python int per token, so faster than `encode`."""
-        return self._sp.encode(texts, out_type="numpy", num_threads=num_threads)
-
-    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
-        """The text of token ids (a list or a numpy array, e.g. from the token store)."""
-        return self._sp.decode(ids.tolist() if isinstance(ids, np.ndarray) else list(ids))
 
 
 def parse_proportions(text: str) -> dict[str, float]:

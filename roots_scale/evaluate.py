@@ -71,7 +71,7 @@ def evaluate_store(model: nn.Module, cfg: Config, name: str, path: Path, split: 
     """The loss of the model on one token store's `split` ('all' = every document)."""
     from roots_scale.data.loader import collate
     from roots_scale.data.splits import split_documents
-    from roots_scale.data.token_store import TokenStore
+    from roots_core.token_store import TokenStore
 
     store = TokenStore(path)
     documents = (np.arange(len(store)) if split == "all" else split_documents(len(store), cfg.data.split)[split])
@@ -103,7 +103,7 @@ def _check_vocabulary(cfg: Config, data: str, rows: int) -> None:
     """DatasetError unless every store of `data` was made with the run's tokenizer (if the run's store is readable)."""
     from roots_scale.data.builder import store_paths
     from roots_scale.data.gpt_dataset import DatasetError
-    from roots_scale.data.token_store import TokenStoreError, read_manifest
+    from roots_core.token_store import TokenStoreError, read_manifest
 
     try:
         trained = read_manifest(store_paths(cfg.data.path)[0])["tokenizer"]["fingerprint"]
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     from roots_scale.data.blending import BlendError
     from roots_scale.data.gpt_dataset import DatasetError
     from roots_scale.data.splits import SplitError
-    from roots_scale.data.token_store import TokenStoreError
+    from roots_core.token_store import TokenStoreError
     from roots_scale.inference import InferenceError, load_checkpoint_model, single_process_world
     from roots_scale.training.layout_free import LayoutFreeError
 

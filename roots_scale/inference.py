@@ -69,7 +69,7 @@ def run_tokenizer(cfg: Config, override: str | Path | None = None):
     from data_tools.tokenizer import Tokenizer
     from roots_scale.data.blending import BlendError
     from roots_scale.data.builder import store_paths
-    from roots_scale.data.token_store import TokenStoreError, read_manifest
+    from roots_core.token_store import TokenStoreError, read_manifest
 
     try:
         manifest = read_manifest(store_paths(cfg.data.path)[0])

@@ -28,7 +28,7 @@ warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.* is depreca
 
 from roots_scale.config import BatchPlan, Config, ConfigError, load_config, save_config, validate
 from roots_scale.data.gpt_dataset import DatasetError
-from roots_scale.data.token_store import TokenStoreError, read_manifest, verify_checksums_once
+from roots_core.token_store import TokenStoreError, read_manifest, verify_checksums_once
 from roots_scale.distributed import (
     DistributedError,
     LaunchEnv,

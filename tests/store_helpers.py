@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from roots_scale.data.token_store import TokenizedDocument, TokenStoreWriter
+from roots_core.token_store import TokenizedDocument, TokenStoreWriter
 
 SPECIAL_TOKENS = {"pad": 0, "unk": 1, "eod": 2, "mask": 3, "cls": 4, "sep": 5}
 

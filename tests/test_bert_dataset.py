@@ -19,7 +19,7 @@ from data_tools.tokenize_shards import tokenize_shards
 from data_tools.tokenizer import train_tokenizer
 from roots_scale.data.bert_dataset import MIN_CHUNK_TOKENS, BERTDataset
 from roots_scale.data.gpt_dataset import DatasetError
-from roots_scale.data.token_store import TokenizedDocument, TokenStore, TokenStoreWriter
+from roots_core.token_store import TokenizedDocument, TokenStore, TokenStoreWriter
 
 # The synthetic stores name no tokenizer model: sentence-order segments are cut at random points.
 pytestmark = pytest.mark.filterwarnings("ignore:the tokenizer model none")

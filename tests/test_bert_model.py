@@ -83,7 +83,7 @@ def test_activation_checkpointing_computes_the_same(single_rank) -> None:
 def test_adamw_steps_lower_the_loss_on_real_samples(single_rank, tmp_path: Path) -> None:
     from roots_scale.data.bert_dataset import BERTDataset
     from roots_scale.data.loader import collate
-    from roots_scale.data.token_store import TokenStore
+    from roots_core.token_store import TokenStore
     from store_helpers import write_random_store
 
     store = TokenStore(write_random_store(tmp_path / "store"))

@@ -14,7 +14,7 @@ from roots_scale.data import blending
 from roots_scale.data.blending import (BlendedDataset, BlendError, blend_indices, blend_weights, interleave,
                                        is_blend_file, load_blend, samples_per_dataset)
 from roots_scale.data.gpt_dataset import GPTDataset
-from roots_scale.data.token_store import TokenStore
+from roots_core.token_store import TokenStore
 from store_helpers import write_random_store
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from roots_scale.data.gpt_dataset import DatasetError, GPTDataset
-from roots_scale.data.token_store import TokenStore
+from roots_core.token_store import TokenStore
 from store_helpers import write_random_store
 
 

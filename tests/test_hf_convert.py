@@ -96,7 +96,7 @@ def test_bert_converts_both_ways_exactly(exported) -> None:
 def test_exported_tokenizer_gives_our_ids(spm_model: Path, exported) -> None:
     from transformers import AutoTokenizer
 
-    from data_tools.tokenizer import Tokenizer
+    from roots_core.tokenizer import Tokenizer
 
     ours = Tokenizer(spm_model)
     for style in ("gpt2", "bert"):

@@ -90,7 +90,7 @@ def test_evaluate_reports_per_dataset_the_loss_transformers_computes(trained: di
     from transformers import AutoModelForCausalLM
 
     from roots_scale.data.gpt_dataset import GPTDataset
-    from roots_scale.data.token_store import TokenStore
+    from roots_core.token_store import TokenStore
 
     report = tmp_path / "eval.json"
     assert evaluate.main([str(trained["run"]), "--split", "all", "--max-samples", "24", "--json", str(report)]) == 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from roots_scale.data.token_store import TokenStoreError, verify_checksums_once
+from roots_core.token_store import TokenStoreError, verify_checksums_once
 from store_helpers import write_random_store
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from roots_scale.data.token_store import (
+from roots_core.token_store import (
     TokenizedDocument,
     TokenStore,
     TokenStoreError,

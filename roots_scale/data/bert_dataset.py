@@ -20,20 +20,21 @@ the pieces after it up to the next such piece.
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-from sentencepiece import sentencepiece_model_pb2 as model_pb2
+from sentencepiece.sentencepiece_model_pb2 import ModelProto
+
+from roots_core.tokenizer import fingerprint_of, model_proto, read_model_bytes
 
 from roots_scale.data.gpt_dataset import DatasetError, documents_fingerprint
 from roots_scale.data.index_cache import cached_arrays
 
 if TYPE_CHECKING:
-    from roots_scale.data.token_store import TokenStore
+    from roots_core.token_store import TokenStore
 
 MIN_CHUNK_TOKENS = 8  # a document's last chunk, if shorter, is dropped; so is any shorter document
 MASK_FRACTION = 0.8  # of the chosen tokens: replaced by [MASK] ...
@@ -207,12 +208,11 @@ def _store_vocabulary(store: TokenStore, whole_word_masking: bool, sentence_orde
 @functools.lru_cache(maxsize=8)
 def _vocabulary(path: str, fingerprint: str, vocab_size: int) -> Vocabulary:
     """Word-start, whitespace-end and sentence-end flags of every piece of the sentencepiece model at `path`."""
-    model_bytes = Path(path).read_bytes()
-    if hashlib.sha256(model_bytes).hexdigest() != fingerprint:
+    model_bytes = read_model_bytes(path)
+    if fingerprint_of(model_bytes) != fingerprint:
         raise DatasetError(f"tokenizer model {path} is not the one the store was tokenized with "
                            f"(fingerprint {fingerprint}); restore that model or retokenize")
-    proto = model_pb2.ModelProto()
-    proto.ParseFromString(model_bytes)
+    proto = model_proto(model_bytes)
     if len(proto.pieces) != vocab_size:
         raise DatasetError(f"tokenizer model {path} has {len(proto.pieces)} pieces; the store says {vocab_size}")
     texts = [_piece_text(piece) for piece in proto.pieces]
@@ -223,10 +223,10 @@ def _vocabulary(path: str, fingerprint: str, vocab_size: int) -> Vocabulary:
     )
 
 
-def _piece_text(piece: model_pb2.ModelProto.SentencePiece) -> str:
+def _piece_text(piece: ModelProto.SentencePiece) -> str:
     """What a piece stands for: its string, or for a byte-fallback piece "<0xNN>" that byte's character."""
-    if piece.type == model_pb2.ModelProto.SentencePiece.BYTE:
+    if piece.type == ModelProto.SentencePiece.BYTE:
         return chr(int(piece.piece[3:5], 16))
-    if piece.type != model_pb2.ModelProto.SentencePiece.NORMAL:
+    if piece.type != ModelProto.SentencePiece.NORMAL:
         return ""  # control, unknown and user-defined (<mask>, <cls>, <sep>) pieces
     return piece.piece

@@ -38,7 +38,7 @@ import numpy as np
 import yaml
 
 from roots_scale.data.index_cache import cached_arrays
-from roots_scale.data.token_store import TokenStoreError, read_manifest
+from roots_core.token_store import TokenStoreError, read_manifest
 
 BLEND_SUFFIXES = (".yaml", ".yml")
 _TOP_KEYS = ("datasets", "temperature")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from roots_scale.config import Config
-from roots_scale.data.token_store import TokenStore
+from roots_core.token_store import TokenStore
 
 
 def store_paths(data_path: str | Path) -> list[Path]:

@@ -20,7 +20,7 @@ import numpy as np
 from roots_scale.data.index_cache import cached_arrays
 
 if TYPE_CHECKING:
-    from roots_scale.data.token_store import TokenStore
+    from roots_core.token_store import TokenStore
 
 
 class DatasetError(ValueError):

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sentencepiece import sentencepiece_model_pb2 as model_pb2
+from sentencepiece.sentencepiece_model_pb2 import ModelProto
 
+from roots_core.tokenizer import model_proto, read_model_bytes
 from roots_scale.hf.convert import BERT, Family, HFConversionError
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED = 1, 2, 3, 4  # sentencepiece piece types
@@ -25,10 +26,9 @@ SPECIAL_NAMES = {"pad": "pad_token", "unk": "unk_token", "eod": "eos_token", "ma
                  "cls": "cls_token", "sep": "sep_token"}
 
 
-def _proto(path: Path) -> model_pb2.ModelProto:
+def _proto(path: Path) -> ModelProto:
     """The sentencepiece model at `path`, checked to be one whose encoding `tokenizers` reproduces."""
-    proto = model_pb2.ModelProto()
-    proto.ParseFromString(path.read_bytes())
+    proto = model_proto(read_model_bytes(path))
     spec, trainer = proto.normalizer_spec, proto.trainer_spec
     lossless = (spec.name == "identity" and not spec.add_dummy_prefix and not spec.remove_extra_whitespaces
                 and spec.escape_whitespaces and trainer.byte_fallback)

@@ -12,8 +12,8 @@ import pytest
 from data_tools.cli import main
 from data_tools.errors import DataToolsError
 from data_tools.megatron_import import import_megatron
-from data_tools.tokenizer import Tokenizer
-from roots_scale.data.token_store import TokenStore, verify_store
+from roots_core.tokenizer import Tokenizer
+from roots_core.token_store import TokenStore, verify_store
 
 # A document is a list of sequences; the third has no sequence at all, the fourth an empty one.
 DOCUMENTS = [[[5, 6, 7, 9]], [[10, 11], [12], [13, 14, 9]], [], [[]], [[1, 9, 2]]]

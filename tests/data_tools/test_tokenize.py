@@ -12,8 +12,9 @@ import pytest
 
 from data_tools.errors import DataToolsError
 from data_tools.tokenize_shards import tokenize_shards
-from data_tools.tokenizer import Tokenizer, train_tokenizer
-from roots_scale.data.token_store import TokenStore, verify_store
+from data_tools.tokenizer import train_tokenizer
+from roots_core.tokenizer import Tokenizer
+from roots_core.token_store import TokenStore, verify_store
 
 STORE_FILES = ["demo.warc.arrow", "demowiki-pages-articles.xml.arrow", "manifest.json"]
 

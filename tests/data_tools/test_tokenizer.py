@@ -13,7 +13,8 @@ from data_tools.errors import DataToolsError
 from data_tools.extract import extract_files
 from data_tools.shards import write_shard
 from data_tools.sources.base import Document
-from data_tools.tokenizer import SPECIAL_TOKENS, Tokenizer, parse_proportions, sample_sentences, train_tokenizer
+from data_tools.tokenizer import parse_proportions, sample_sentences, train_tokenizer
+from roots_core.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 EDGE_CASES = [
     "",

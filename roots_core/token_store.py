@@ -27,7 +27,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from data_tools.atomic import atomic_path, write_bytes_atomic
+from roots_core.atomic import atomic_path, write_bytes_atomic
+from roots_core.errors import TokenStoreError
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -39,10 +40,6 @@ _MANIFEST_KEYS = ("format_version", "dtype", "vocab_size", "tokenizer", "special
                   "num_documents", "num_tokens", "fingerprint")
 _FILE_KEYS = ("name", "num_documents", "num_tokens", "sha256", "size_bytes", "documents_per_source",
               "documents_per_language")
-
-
-class TokenStoreError(Exception):
-    """A token store is missing, malformed, or does not match its manifest; the message names the file."""
 
 
 class TokenizedDocument(NamedTuple):
