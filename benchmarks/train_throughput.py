@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -138,17 +137,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps of each kind (after two warm-up steps)")
     args, overrides = parser.parse_known_args(argv)
 
-    import deepspeed
     from megatron.core import parallel_state
 
-    from roots_scale.distributed import MegatronMpu, discover_launch_env, init_distributed
-    from roots_scale.models.gpt import GPT
-    from roots_scale.training.checkpoint import CheckpointManager, Layout, RunIdentity
-    from roots_scale.training.deepspeed_config import build_deepspeed_config, effective_zero_stage
+    from roots_scale.distributed import discover_launch_env, init_distributed
+    from roots_scale.run import build_engine
+    from roots_scale.training.deepspeed_config import effective_zero_stage
     from roots_scale.training.flops import FlopsMeter, device_name
-    from roots_scale.training.metrics import MetricsLogger
-    from roots_scale.training.optimizer import build_optimizer
-    from roots_scale.training.trainer import Trainer
+    from roots_scale.training.trainer import LoopSettings, Trainer
 
     on_cpu = not torch.cuda.is_available()
     cfg = load_config(args.config, [*overrides, *(["train.precision=fp32"] if on_cpu else [])])
@@ -158,34 +153,27 @@ def main(argv: list[str] | None = None) -> None:
     init_distributed(launch, cfg.parallel.tensor)
     vocab = padded_vocab_size(cfg.model.vocab_size or GPT2_VOCAB, cfg.model.make_vocab_size_divisible_by)
 
-    torch.manual_seed(cfg.train.seed)
-    model = GPT(cfg.model, vocab, cfg.parallel.tensor)
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=build_optimizer(model, cfg.optimizer),
-                                           config=build_deepspeed_config(cfg, plan), mpu=MegatronMpu())
+    _, engine = build_engine(cfg, plan, vocab)  # the model and engine exactly as a training run builds them
     flops = FlopsMeter.for_run(cfg.model, vocab, 1, cfg.train.precision, cfg.train.peak_tflops)
-    with tempfile.TemporaryDirectory() as scratch:
-        identity = RunIdentity(Layout(cfg.parallel.tensor, 1, effective_zero_stage(cfg, plan)))
-        trainer = Trainer(cfg, engine, [], CheckpointManager(Path(scratch), cfg, identity),
-                          MetricsLogger(Path(scratch), False, False),
-                          parallel_state.get_data_parallel_group(), plan.micro_batch_size,
-                          plan.gradient_accumulation_steps, flops)
-        batches = random_batches(cfg, vocab, plan.micro_batch_size, plan.gradient_accumulation_steps, engine.device)
-        rows = {"roots_scale (DeepSpeed)": lambda: trainer.train_step(batches, cfg.optimizer.lr)}
-        if on_cpu:
-            plain = PlainGPT(cfg.model, vocab)
-            decay = [p for p in plain.parameters() if p.dim() >= 2]
-            rest = [p for p in plain.parameters() if p.dim() < 2]
-            optimizer = torch.optim.AdamW(
-                [{"params": decay, "weight_decay": cfg.optimizer.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                lr=cfg.optimizer.lr, betas=(cfg.optimizer.beta1, cfg.optimizer.beta2), eps=cfg.optimizer.eps)
-            rows["plain PyTorch"] = lambda: plain_step(plain, optimizer, batches, cfg.optimizer.clip_grad)
-        seconds: dict[str, list[float]] = {name: [] for name in rows}
-        for repeat in range(2 + args.steps):  # alternate step by step, so load changes hit both alike
-            for name, step in rows.items():
-                start = time.perf_counter()
-                step()  # ends in a host sync (.item())
-                if repeat >= 2:  # warm-up: allocations, optimizer state
-                    seconds[name].append(time.perf_counter() - start)
+    settings = LoopSettings(cfg.train.iters, plan.micro_batch_size, plan.gradient_accumulation_steps)
+    trainer = Trainer(engine, [], settings, lambda step: cfg.optimizer.lr, parallel_state.get_data_parallel_group())
+    batches = random_batches(cfg, vocab, plan.micro_batch_size, plan.gradient_accumulation_steps, engine.device)
+    rows = {"roots_scale (DeepSpeed)": lambda: trainer.train_step(batches, cfg.optimizer.lr)}
+    if on_cpu:
+        plain = PlainGPT(cfg.model, vocab)
+        decay = [p for p in plain.parameters() if p.dim() >= 2]
+        rest = [p for p in plain.parameters() if p.dim() < 2]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.optimizer.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+            lr=cfg.optimizer.lr, betas=(cfg.optimizer.beta1, cfg.optimizer.beta2), eps=cfg.optimizer.eps)
+        rows["plain PyTorch"] = lambda: plain_step(plain, optimizer, batches, cfg.optimizer.clip_grad)
+    seconds: dict[str, list[float]] = {name: [] for name in rows}
+    for repeat in range(2 + args.steps):  # alternate step by step, so load changes hit both alike
+        for name, step in rows.items():
+            start = time.perf_counter()
+            step()  # ends in a host sync (.item())
+            if repeat >= 2:  # warm-up: allocations, optimizer state
+                seconds[name].append(time.perf_counter() - start)
 
     tokens_per_step = plan.global_batch_size * cfg.model.seq_length
     m = cfg.model

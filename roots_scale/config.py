@@ -17,10 +17,11 @@ from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
-from roots_scale.data.splits import SplitError, parse_split
+from roots_core.atomic import write_text_atomic
+from roots_core.errors import RootsError
 
 
-class ConfigError(ValueError):
+class ConfigError(RootsError):
     """A configuration key, value or combination that cannot work; the message says what would."""
 
 
@@ -392,7 +393,7 @@ def validate(cfg: Config, world_size: int) -> BatchPlan:
 def _valid_share(split: str) -> float:
     try:
         return parse_split(split)[1]
-    except SplitError as err:
+    except ConfigError as err:
         raise ConfigError(f"data.split = {split!r} is invalid: {err}") from None
 
 
@@ -426,8 +427,26 @@ def _divisors(n: int) -> str:
     return "valid values are " + ", ".join(str(d) for d in range(1, n + 1) if n % d == 0)
 
 
+SPLIT_NAMES = ("train", "valid", "test")
+
+
+def parse_split(split: str) -> tuple[float, float, float]:
+    """`"969,30,1"` → (0.969, 0.03, 0.001): the train, valid, test shares; missing trailing parts are 0."""
+    hint = "write up to three numbers ≥ 0 for train,valid,test with a positive sum, e.g. '969,30,1'"
+    parts = str(split).split(",")
+    try:
+        values = [float(part) for part in parts]
+    except ValueError:
+        raise ConfigError(f"split {split!r} is not a list of numbers; {hint}") from None
+    if len(values) > len(SPLIT_NAMES):
+        raise ConfigError(f"split {split!r} has {len(values)} parts; {hint}")
+    if not all(math.isfinite(value) and value >= 0 for value in values) or sum(values) <= 0:
+        raise ConfigError(f"split {split!r} has a negative, infinite or NaN part, or sums to 0; {hint}")
+    values += [0.0] * (len(SPLIT_NAMES) - len(values))
+    total = sum(values)
+    return values[0] / total, values[1] / total, values[2] / total
+
+
 def save_config(cfg: Config, path: Path) -> None:
-    """Write the resolved config as YAML, atomically (temp name, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    tmp.replace(path)
+    """Write the resolved config as YAML, atomically."""
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -15,10 +15,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Mapping
 
+import deepspeed
 import torch
+from deepspeed.accelerator import get_accelerator
+from megatron.core import parallel_state
+
+from roots_core.errors import RootsError
 
 
-class DistributedError(RuntimeError):
+class DistributedError(RootsError):
     """The launch environment is inconsistent or a process group could not form."""
 
 
@@ -112,10 +117,6 @@ def _discover_from_mpi(env: Mapping[str, str]) -> LaunchEnv:
 
 def init_distributed(launch: LaunchEnv, tensor_parallel: int, timeout_minutes: int = 30) -> None:
     """Form the default process group and megatron-core's model-parallel groups."""
-    import deepspeed
-    from deepspeed.accelerator import get_accelerator
-    from megatron.core import parallel_state
-
     os.environ.update(RANK=str(launch.rank), LOCAL_RANK=str(launch.local_rank),
                       WORLD_SIZE=str(launch.world_size), MASTER_ADDR=launch.master_addr,
                       MASTER_PORT=str(launch.master_port))
@@ -136,8 +137,6 @@ def init_distributed(launch: LaunchEnv, tensor_parallel: int, timeout_minutes: i
 
 def destroy_distributed() -> None:
     """Tear down the groups so a process can exit (or a test can start another world) cleanly."""
-    from megatron.core import parallel_state
-
     parallel_state.destroy_model_parallel()
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
@@ -147,8 +146,6 @@ class MegatronMpu:
     """DeepSpeed's `mpu` interface over megatron-core's groups (model parallel = tensor × pipeline)."""
 
     def __init__(self) -> None:
-        from megatron.core import parallel_state
-
         self._ps = parallel_state
 
     def get_model_parallel_group(self):

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from roots_scale.generate import generate, next_token
+from roots_scale.posttrain.generate import generate, next_token
 
 LOGITS = torch.log(torch.tensor([0.05, 0.6, 0.3, 0.03, 0.02]))
 

@@ -23,10 +23,12 @@ from hf_models import (
     write_text_store,
 )
 from roots_scale.config import ModelConfig
-from roots_scale.hf.convert import HFConversionError, family_of
-from roots_scale.hf.export import export_hf
-from roots_scale.hf.load import init_model_from_hf
-from roots_scale.inference import build_model, single_process_world
+from roots_scale.posttrain.errors import HFConversionError
+from roots_scale.posttrain.hf.convert import family_of
+from roots_scale.posttrain.hf.export import export_hf
+from roots_scale.posttrain.hf.load import init_model_from_hf
+from roots_scale.models import build_model
+from roots_scale.posttrain.load import single_process_world
 
 TEXTS = [
     "The model and the data.",
@@ -75,7 +77,7 @@ def assert_round_trip(style: str, exported) -> None:
     assert theirs.shape == (2, 32, VOCAB_ROWS)
     assert max_difference(our_logits(model, batch), theirs, batch) <= 1e-4
     torch.manual_seed(99)
-    fresh = build_model(STYLES[style], VOCAB_ROWS)
+    fresh = build_model(STYLES[style], VOCAB_ROWS).eval()
     init_model_from_hf(fresh, directory, STYLES[style])
     assert max_difference(our_logits(fresh, batch), theirs, batch) <= 1e-4
     original = dict(model.named_parameters())
@@ -130,7 +132,7 @@ def test_hub_shaped_gpt2_imports(exported, tmp_path: Path) -> None:
     config = json.loads((directory / "config.json").read_text())
     (hub / "config.json").write_text(json.dumps({**config, "vocab_size": TOKENIZER_VOCAB, "n_positions": 64,
                                                  "architectures": ["GPT2Model"]}))
-    model = build_model(STYLES["gpt2"], VOCAB_ROWS)
+    model = build_model(STYLES["gpt2"], VOCAB_ROWS).eval()
     with pytest.warns(UserWarning, match="300 vocabulary rows"):
         init_model_from_hf(model, hub, STYLES["gpt2"])
     batch = inputs("gpt2")
@@ -145,10 +147,10 @@ def test_mismatches_are_named(exported, tmp_path: Path) -> None:
     cfg = STYLES["llama_gqa"]
     deeper = dataclasses.replace(cfg, num_layers=3)
     with pytest.raises(HFConversionError, match=r"num_hidden_layers = 2; .* needs 3 \(model.num_layers\)"):
-        init_model_from_hf(build_model(deeper, VOCAB_ROWS), directory, deeper)
+        init_model_from_hf(build_model(deeper, VOCAB_ROWS).eval(), directory, deeper)
     theta = dataclasses.replace(cfg, rope_theta=10000.0)
     with pytest.raises(HFConversionError, match="rope_parameters .*model.rope_theta"):
-        init_model_from_hf(build_model(theta, VOCAB_ROWS), directory, theta)
+        init_model_from_hf(build_model(theta, VOCAB_ROWS).eval(), directory, theta)
 
     broken = tmp_path / "broken"
     shutil.copytree(directory, broken)
@@ -157,14 +159,14 @@ def test_mismatches_are_named(exported, tmp_path: Path) -> None:
     del state["model.layers.0.mlp.up_proj.weight"]
     save_file(state, broken / "model.safetensors")
     with pytest.raises(HFConversionError, match=r"lacks model\.layers\.0\.mlp\.up_proj\.weight \(shape \[256, 64\]\)"):
-        init_model_from_hf(build_model(cfg, VOCAB_ROWS), broken, cfg)
+        init_model_from_hf(build_model(cfg, VOCAB_ROWS).eval(), broken, cfg)
     state["model.layers.0.mlp.up_proj.weight"] = torch.zeros(256, 64)
     save_file(state, broken / "model.safetensors")
     with pytest.raises(HFConversionError, match=r"k_proj\.weight has shape \[16, 64\]; .* needs \[32, 64\]"):
-        init_model_from_hf(build_model(cfg, VOCAB_ROWS), broken, cfg)
+        init_model_from_hf(build_model(cfg, VOCAB_ROWS).eval(), broken, cfg)
 
     with pytest.raises(HFConversionError, match="is a 'llama' model; .* is the 'gpt2' family"):
-        init_model_from_hf(build_model(STYLES["gpt2"], VOCAB_ROWS), directory, STYLES["gpt2"])
+        init_model_from_hf(build_model(STYLES["gpt2"], VOCAB_ROWS).eval(), directory, STYLES["gpt2"])
     with pytest.raises(HFConversionError, match="matches neither GPT-2 style .* nor Llama style"):
         family_of(ModelConfig(position_embedding="rope", normalization="layernorm", activation="gelu"))
     with pytest.raises(HFConversionError, match="is not empty"):

@@ -18,8 +18,7 @@ import torch
 
 from distributed_helpers import ROOT, torchrun
 from hf_models import write_text_store
-from roots_scale import evaluate
-from roots_scale.hf import export
+from roots_scale import cli
 
 LLAMA = ["model.position_embedding=rope", "model.normalization=rmsnorm", "model.activation=swiglu",
          "model.num_kv_heads=2", "model.bias=false", "model.tie_embeddings=false", "model.seq_length=32"]
@@ -50,7 +49,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                     f"run.output_dir={run}", "train.iters=2", "train.save_interval=2", "optimizer.warmup_iters=0",
                     "parallel.tensor=2", "run.tensorboard=false", *LLAMA)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert export.main([str(run), "--output", str(root / "hf")]) == 0
+    assert cli.main(["export-hf", str(run), "--output", str(root / "hf")]) == 0
     return {"run": run, "hf": root / "hf", "blend": blend, "first": first, "spm": spm_model}
 
 
@@ -74,7 +73,7 @@ def test_export_loads_offline_and_continues_like_roots_train_generate(trained: d
 def test_export_gives_the_checkpoint_logits(trained: dict[str, Path]) -> None:
     from transformers import AutoModelForCausalLM
 
-    from roots_scale.inference import load_checkpoint_model, single_process_world
+    from roots_scale.posttrain.load import load_checkpoint_model, single_process_world
 
     ids = torch.randint(6, 300, (2, 32), generator=torch.Generator().manual_seed(3))
     with single_process_world(), torch.no_grad():
@@ -93,7 +92,7 @@ def test_evaluate_reports_per_dataset_the_loss_transformers_computes(trained: di
     from roots_core.token_store import TokenStore
 
     report = tmp_path / "eval.json"
-    assert evaluate.main([str(trained["run"]), "--split", "all", "--max-samples", "24", "--json", str(report)]) == 0
+    assert cli.main(["evaluate", str(trained["run"]), "--split", "all", "--max-samples", "24", "--json", str(report)]) == 0
     table = capsys.readouterr().out
     assert "first" in table and "second" in table and "perplexity" in table
     result = json.loads(report.read_text())
@@ -114,15 +113,15 @@ def test_evaluate_reports_per_dataset_the_loss_transformers_computes(trained: di
 
 
 def test_cli_errors_are_named(trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert export.main([str(trained["run"]), "--output", str(trained["hf"])]) == 2
+    assert cli.main(["export-hf", str(trained["run"]), "--output", str(trained["hf"])]) == 2
     assert "is not empty; export into a new directory" in capsys.readouterr().err
     other, _ = write_text_store(tmp_path / "other", documents=30)  # a different tokenizer
-    assert export.main([str(trained["run"]), "--output", str(tmp_path / "x"), "--tokenizer", str(other)]) == 2
+    assert cli.main(["export-hf", str(trained["run"]), "--output", str(tmp_path / "x"), "--tokenizer", str(other)]) == 2
     assert "is not the one the run trained with" in capsys.readouterr().err
     _, foreign = write_text_store(tmp_path / "foreign", documents=30, tokenizer=other)
-    assert evaluate.main([str(trained["run"]), "--data", str(foreign)]) == 2
+    assert cli.main(["evaluate", str(trained["run"]), "--data", str(foreign)]) == 2
     assert "not the tokenizer the checkpoint was trained with" in capsys.readouterr().err
-    assert evaluate.main([str(tmp_path), "--data", str(foreign)]) == 2
+    assert cli.main(["evaluate", str(tmp_path), "--data", str(foreign)]) == 2
     assert "is not a checkpoint" in capsys.readouterr().err
 
 
@@ -138,6 +137,6 @@ def test_a_run_initialized_from_the_export_starts_from_the_same_model(trained: d
     reports = {}
     for name, checkpoint in {"source": trained["run"], "continued": run}.items():
         reports[name] = tmp_path / f"{name}.json"
-        assert evaluate.main([str(checkpoint), "--max-samples", "8", "--json", str(reports[name])]) == 0
+        assert cli.main(["evaluate", str(checkpoint), "--max-samples", "8", "--json", str(reports[name])]) == 0
     source, continued = (json.loads(reports[n].read_text())["overall"]["loss"] for n in ("source", "continued"))
     assert continued == pytest.approx(source, rel=1e-5)

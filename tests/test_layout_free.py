@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from roots_scale.training.layout_free import LayoutFreeError, merge_shards, resolve_checkpoint, slice_for_rank
+from roots_scale.checkpoint.files import CheckpointError, resolve_checkpoint
+from roots_scale.models.tensor_parallel import ModelError, merge_shards, slice_for_rank
 
 
 @pytest.mark.parametrize("dim,stride,size", [(0, 1, 2), (1, 1, 4), (0, 2, 2), (0, 2, 4)])
@@ -24,7 +25,7 @@ def test_stride_two_slices_hold_their_part_of_each_half() -> None:
 
 
 def test_uneven_split_and_non_checkpoint_paths_are_refused(tmp_path) -> None:
-    with pytest.raises(LayoutFreeError, match="cannot be split into 3"):
+    with pytest.raises(ModelError, match="cannot be split into 3"):
         slice_for_rank(torch.zeros(8, 2), 0, 1, 0, 3)
-    with pytest.raises(LayoutFreeError, match="is not a checkpoint"):
+    with pytest.raises(CheckpointError, match="is not a checkpoint"):
         resolve_checkpoint(tmp_path)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from roots_scale.data.splits import SplitError, parse_split, split_documents
+from roots_scale.config import ConfigError, parse_split
+from roots_scale.data.splits import SplitError, split_documents
 
 
 @pytest.mark.parametrize("text, expected", [("969,30,1", (0.969, 0.03, 0.001)), ("90,10", (0.9, 0.1, 0.0)),
@@ -19,7 +20,7 @@ def test_parse_split(text: str, expected: tuple[float, float, float]) -> None:
                                             ("1,2,3,4", "has 4 parts"), ("1,-1", "negative"), ("0,0,0", "sums to 0"),
                                             ("nan,1,1", "NaN"), ("inf,1", "infinite")])
 def test_bad_splits_name_the_value_and_the_format(text: str, fragment: str) -> None:
-    with pytest.raises(SplitError) as err:
+    with pytest.raises(ConfigError) as err:
         parse_split(text)
     assert fragment in str(err.value) and repr(text) in str(err.value) and "'969,30,1'" in str(err.value)
 

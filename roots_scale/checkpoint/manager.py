@@ -3,7 +3,7 @@
 Layout under `run/checkpoints/`, one folder per saved step (`iter_0000020/`):
 - DeepSpeed's engine files (weights, optimizer, ZeRO partitions): exact resume on the same layout;
 - `rng_state_rank00000.pt`, one per rank: Python, numpy, torch, accelerator and megatron-core RNGs;
-- `layout_free/`: full fp32 weights and Adam moments per TP rank (see layout_free.py), for resuming
+- `layout_free/`: full fp32 weights and Adam moments per TP rank (see consolidated.py), for resuming
   on another TP/DP size or ZeRO stage and for conversion;
 - `config.yaml` (the resolved config) and `meta.yaml` (step, consumed samples per dataset, layout,
   data and tokenizer fingerprints), both written last by rank 0.
@@ -14,36 +14,32 @@ moment leaves the previous checkpoint as `latest`.
 
 from __future__ import annotations
 
-import os
-import random
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
+from megatron.core import parallel_state
 
+from roots_core.atomic import atomic_path, write_text_atomic
+from roots_scale.checkpoint import consolidated
+from roots_scale.checkpoint.files import (
+    CONFIG,
+    CONSOLIDATED,
+    LATEST,
+    META,
+    TAG_PREFIX,
+    CheckpointError,
+    rng_file,
+    tag_for_step,
+)
+from roots_scale.checkpoint.rng import capture_rng_state, restore_rng_state
 from roots_scale.config import CheckpointConfig, Config, save_config
-from roots_scale.training import layout_free
-
-LATEST = "latest"
-META = "meta.yaml"
-TAG_PREFIX = "iter_"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, incomplete or does not match the run."""
-
-
-def tag_for_step(step: int) -> str:
-    return f"{TAG_PREFIX}{step:07d}"
-
-
-def rng_file(rank: int) -> str:
-    return f"rng_state_rank{rank:05d}.pt"
+from roots_scale.models.tensor_parallel import ModelError
 
 
 @dataclass(frozen=True)
@@ -63,48 +59,15 @@ class RunIdentity:
     fingerprints: dict[str, dict[str, str]] = field(default_factory=dict)  # store -> {data, tokenizer}
 
 
-def capture_rng_state() -> dict[str, Any]:
-    """Every random generator a training step may draw from, as tensors and numbers (weights_only-loadable)."""
-    from deepspeed.accelerator import get_accelerator
-    from megatron.core import tensor_parallel
-
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "torch": torch.get_rng_state(),
-    }
-    accelerator = get_accelerator()
-    if accelerator.device_name() != "cpu":
-        state["accelerator"] = accelerator.get_rng_state()
-        state["megatron"] = tensor_parallel.get_cuda_rng_tracker().get_states()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    from deepspeed.accelerator import get_accelerator
-    from megatron.core import tensor_parallel
-
-    random.setstate(state["python"])
-    numpy = state["numpy"]
-    np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"],
-                         numpy["has_gauss"], numpy["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    if "accelerator" in state:
-        get_accelerator().set_rng_state(state["accelerator"])
-    if state.get("megatron"):
-        tensor_parallel.get_cuda_rng_tracker().set_states(state["megatron"])
-
-
 class CheckpointManager:
     """Saves and restores a DeepSpeed engine together with the trainer's own state."""
 
-    def __init__(self, directory: Path, cfg: Config, identity: RunIdentity) -> None:
+    def __init__(self, directory: Path, policy: CheckpointConfig, identity: RunIdentity, run_config: Config) -> None:
         self.directory = Path(directory)
-        self.cfg = cfg
-        self.policy: CheckpointConfig = cfg.checkpoint
+        self.policy = policy
         self.identity = identity
+        self.run_config = run_config  # written into every checkpoint folder
+        self.on_files_written: list[Callable[[Path], None]] = []  # called on every rank before publishing
 
     def latest_tag(self) -> str | None:
         pointer = self.directory / LATEST
@@ -119,7 +82,11 @@ class CheckpointManager:
     # ----------------------------------------------------------------------- saving
 
     def save(self, engine, step: int, train_state: dict[str, Any]) -> Path:
-        """Collective: every rank must call it. Returns the checkpoint folder once it is `latest`."""
+        """Collective: every rank must call it. Returns the checkpoint folder once it is `latest`.
+
+        Each rank writes its own files; `on_files_written` hooks run; then rank 0 checks them all and
+        publishes the folder as `latest`.
+        """
         tag = tag_for_step(step)
         folder = self.directory / tag
         rank = dist.get_rank()
@@ -127,16 +94,19 @@ class CheckpointManager:
             self._discard(folder)
         dist.barrier()
         engine.save_checkpoint(str(self.directory), tag=tag, save_latest=False)  # our state goes in meta.yaml
-        _atomic_torch_save(capture_rng_state(), folder / rng_file(rank))
+        with atomic_path(folder / rng_file(rank)) as tmp:
+            torch.save(capture_rng_state(), tmp)
+        for hook in self.on_files_written:
+            hook(folder)
         if self.policy.layout_free:
-            tp_rank, tp_size, dp_rank = layout_free.tensor_parallel_coordinates()
-            layout_free.save_layout_free(engine, folder / layout_free.FOLDER, tp_rank, tp_size, dp_rank)
+            tp_rank, tp_size, dp_rank = _tensor_parallel_coordinates()
+            consolidated.save_consolidated(engine, folder / CONSOLIDATED, tp_rank, tp_size, dp_rank)
         dist.barrier()
         if rank == 0:
-            save_config(self.cfg, folder / layout_free.CONFIG_FILE)
+            save_config(self.run_config, folder / CONFIG)
             meta = {"step": step, **train_state, "layout": asdict(self.identity.layout),
                     "fingerprints": self.identity.fingerprints, "world_size": dist.get_world_size()}
-            _atomic_write(folder / META, yaml.safe_dump(meta, sort_keys=False))
+            write_text_atomic(folder / META, yaml.safe_dump(meta, sort_keys=False))
             self._publish(tag, dist.get_world_size())
             self._apply_retention(tag)
         dist.barrier()
@@ -148,12 +118,12 @@ class CheckpointManager:
         if not any(folder.glob("*model_states.pt")):
             missing.append("*model_states.pt")
         if self.policy.layout_free:
-            missing += [str(p.relative_to(folder)) for p in layout_free.expected_shards(folder / layout_free.FOLDER)
+            missing += [str(p.relative_to(folder)) for p in consolidated.expected_shards(folder / CONSOLIDATED)
                         if not p.is_file()]
         if missing:
             raise CheckpointError(f"checkpoint {folder} is incomplete, missing: {', '.join(missing)}; "
                                   f"'{LATEST}' still points to the previous checkpoint")
-        _atomic_write(self.directory / LATEST, tag + "\n")
+        write_text_atomic(self.directory / LATEST, tag + "\n")
 
     def _apply_retention(self, newest: str) -> None:
         """Keep the last `keep_last` checkpoints and every `keep_every`-th step; delete the rest."""
@@ -198,18 +168,18 @@ class CheckpointManager:
 
     def _load_reshaped(self, engine, folder: Path, saved: Layout) -> None:
         """Load the layout-free state into an engine of another TP/DP size or ZeRO stage."""
-        if not (folder / layout_free.FOLDER).is_dir():
+        if not (folder / CONSOLIDATED).is_dir():
             raise CheckpointError(
                 f"checkpoint {folder} was written with {saved} and this run uses {self.identity.layout}; resuming "
                 f"on another layout needs its layout-free state, which was not saved (checkpoint.layout_free was "
                 f"false). Resume with the saved layout: parallel.tensor={saved.tensor}, "
                 f"parallel.zero_stage={saved.zero_stage} on {saved.tensor * saved.data} processes")
+        params, moments, adam_step = consolidated.read_consolidated(folder / CONSOLIDATED)
+        state = consolidated.FullState(params, moments, adam_step, 0, self.run_config)
+        tp_rank, tp_size, _ = _tensor_parallel_coordinates()
         try:
-            params, moments, adam_step = layout_free.read_layout_free(folder / layout_free.FOLDER)
-            state = layout_free.FullState(params, moments, adam_step, 0, self.cfg)
-            tp_rank, tp_size, _ = layout_free.tensor_parallel_coordinates()
-            layout_free.load_into_engine(engine, state, tp_rank, tp_size)
-        except layout_free.LayoutFreeError as err:
+            consolidated.load_into_engine(engine, state, tp_rank, tp_size)
+        except ModelError as err:
             raise CheckpointError(f"cannot resume {folder} on the new layout: {err}") from err
         if dist.get_rank() == 0:
             print(f"roots-train: resumed {folder.name} written with {saved} on {self.identity.layout} "
@@ -229,16 +199,7 @@ class CheckpointManager:
             f"continue on the new data on purpose")
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+def _tensor_parallel_coordinates() -> tuple[int, int, int]:
+    """(tp_rank, tp_size, dp_rank) of this process, from megatron-core's groups."""
+    return (parallel_state.get_tensor_model_parallel_rank(), parallel_state.get_tensor_model_parallel_world_size(),
+            dist.get_rank(group=parallel_state.get_data_parallel_group()))

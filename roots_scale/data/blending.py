@@ -32,11 +32,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import yaml
 
+from roots_scale.data import SampleSource
+from roots_scale.data.errors import BlendError
 from roots_scale.data.index_cache import cached_arrays
 from roots_core.token_store import TokenStoreError, read_manifest
 
@@ -48,15 +50,6 @@ _MIN_WARMUP, _MAX_WARMUP = 256, 1 << 17
 _CHUNK = 64  # steps recorded per transposed write
 _SLACK = 1e-12  # relative: a window end this close to an integer counts as it, so float rounding of
 # an exact ratio such as (k - 1 + σ)/w = 7 never moves a window by a whole position
-
-
-class BlendError(ValueError):
-    """A blend file or blend parameters that cannot work; the message names the file or key and what would."""
-
-
-class SampleSource(Protocol):
-    def __len__(self) -> int: ...
-    def __getitem__(self, index: int) -> Any: ...
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from roots_scale.data.errors import DatasetError
 from roots_scale.data.index_cache import cached_arrays
 
 if TYPE_CHECKING:
     from roots_core.token_store import TokenStore
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be built from the given store and parameters."""
 
 
 class GPTDataset:

@@ -22,10 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-
-class IndexCacheError(RuntimeError):
-    """The cache could not be built or read; the message names the directory."""
+from roots_scale.data.errors import IndexCacheError
 
 
 DONE = "done.json"

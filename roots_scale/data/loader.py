@@ -11,16 +11,14 @@ by torch DataLoader workers (`num_workers`), pinned in memory on GPUs.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from roots_scale.data import SampleSource
 
-class SampleSource(Protocol):
-    def __len__(self) -> int: ...
-    def __getitem__(self, index: int) -> Any: ...
 
 
 class MicroBatchSampler(Sampler[list[int]]):

@@ -11,33 +11,13 @@ never moves a document between train and valid. Indices come back sorted, for lo
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-SPLIT_NAMES = ("train", "valid", "test")
+
+from roots_scale.config import SPLIT_NAMES, parse_split
+from roots_scale.data.errors import SplitError
+
 SPLIT_SEED = 0
-
-
-class SplitError(ValueError):
-    """A split that cannot be parsed or applied; the message says what would work."""
-
-
-def parse_split(split: str) -> tuple[float, float, float]:
-    """`"969,30,1"` → (0.969, 0.03, 0.001): the train, valid, test shares; missing trailing parts are 0."""
-    hint = "write up to three numbers ≥ 0 for train,valid,test with a positive sum, e.g. '969,30,1'"
-    parts = str(split).split(",")
-    try:
-        values = [float(part) for part in parts]
-    except ValueError:
-        raise SplitError(f"split {split!r} is not a list of numbers; {hint}") from None
-    if len(values) > len(SPLIT_NAMES):
-        raise SplitError(f"split {split!r} has {len(values)} parts; {hint}")
-    if not all(math.isfinite(value) and value >= 0 for value in values) or sum(values) <= 0:
-        raise SplitError(f"split {split!r} has a negative, infinite or NaN part, or sums to 0; {hint}")
-    values += [0.0] * (len(SPLIT_NAMES) - len(values))
-    total = sum(values)
-    return values[0] / total, values[1] / total, values[2] / total
 
 
 def split_documents(num_documents: int, split: str, seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:

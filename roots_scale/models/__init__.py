@@ -7,7 +7,7 @@ from torch import nn
 from roots_scale.config import ModelConfig
 
 
-def build_model(cfg: ModelConfig, vocab_rows: int, tensor_parallel_size: int) -> nn.Module:
+def build_model(cfg: ModelConfig, vocab_rows: int, tensor_parallel_size: int = 1) -> nn.Module:
     """A GPT or BERT (by `cfg.arch`) with `vocab_rows` padded vocabulary rows, this rank's TP slice."""
     from roots_scale.models.bert import BERT
     from roots_scale.models.gpt import GPT

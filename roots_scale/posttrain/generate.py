@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 import torch
 from torch import nn
+
+from roots_scale.posttrain.errors import InferenceError
+from roots_scale.posttrain.load import load_checkpoint_model, run_tokenizer, single_process_world
 
 
 def next_token(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
@@ -70,10 +72,6 @@ def _positive(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """The `roots-train generate` command."""
-    from data_tools.errors import DataToolsError
-    from roots_scale.inference import InferenceError, load_checkpoint_model, run_tokenizer, single_process_world
-    from roots_scale.training.layout_free import LayoutFreeError
-
     parser = argparse.ArgumentParser(prog="roots-train generate",
                                      description="Continue prompts with a GPT checkpoint (one process, TP=1).")
     parser.add_argument("checkpoint", help="run directory, its checkpoints/ folder, or one iter_NNNNNNN folder")
@@ -87,25 +85,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", action="store_true", help="one JSON object per prompt, with token ids")
     args = parser.parse_args(argv)
-    try:
-        with single_process_world():
-            model, state = load_checkpoint_model(args.checkpoint)
-            if state.config.model.arch != "gpt":
-                raise InferenceError(f"{args.checkpoint} is a {state.config.model.arch.upper()} checkpoint; "
-                                     f"generate continues text with a GPT")
-            tokenizer = run_tokenizer(state.config, args.tokenizer)
-            model.to(args.device)
-            for prompt in args.prompt:
-                prompt_ids = tokenizer.encode(prompt)
-                new = generate(model, prompt_ids, args.max_new_tokens, tokenizer.vocab_size,
-                               tokenizer.special_tokens["eod"], args.temperature, args.top_k, args.top_p, args.seed)
-                completion = tokenizer.decode(new)
-                if args.json:
-                    print(json.dumps({"step": state.step, "prompt": prompt, "completion": completion,
-                                      "prompt_ids": prompt_ids, "completion_ids": new}, ensure_ascii=False))
-                else:
-                    print(f"--- step {state.step} ---\n{prompt}{completion}")
-    except (InferenceError, LayoutFreeError, DataToolsError) as err:
-        print(f"roots-train generate: error: {err}", file=sys.stderr)
-        return 2
+    with single_process_world():
+        model, state = load_checkpoint_model(args.checkpoint)
+        if state.config.model.arch != "gpt":
+            raise InferenceError(f"{args.checkpoint} is a {state.config.model.arch.upper()} checkpoint; "
+                                 f"generate continues text with a GPT")
+        tokenizer = run_tokenizer(state.config, args.tokenizer)
+        model.to(args.device)
+        for prompt in args.prompt:
+            prompt_ids = tokenizer.encode(prompt)
+            new = generate(model, prompt_ids, args.max_new_tokens, tokenizer.vocab_size,
+                           tokenizer.special_tokens["eod"], args.temperature, args.top_k, args.top_p, args.seed)
+            completion = tokenizer.decode(new)
+            if args.json:
+                print(json.dumps({"step": state.step, "prompt": prompt, "completion": completion,
+                                  "prompt_ids": prompt_ids, "completion_ids": new}, ensure_ascii=False))
+            else:
+                print(f"--- step {state.step} ---\n{prompt}{completion}")
     return 0

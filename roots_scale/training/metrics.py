@@ -15,6 +15,8 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
+from roots_core.atomic import write_text_atomic
+
 VALID_PREFIX = "valid_"
 
 # The one-line console log: each field present in a record, in this order, formatted so.
@@ -79,9 +81,7 @@ class MetricsLogger:
                 continue  # a line cut short by a kill
             if record.get("step", 0) <= step:
                 kept.append(line)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(self.path)
+        write_text_atomic(self.path, "".join(line + "\n" for line in kept))
 
     def log(self, step: int, total_steps: int, values: dict[str, Any]) -> None:
         """One record for `step`: a metrics.jsonl line, tensorboard scalars, the console line; None values left out."""

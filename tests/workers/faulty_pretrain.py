@@ -1,13 +1,15 @@
-"""`roots_scale/pretrain.py` with faults injected by environment variables, for failure tests.
+"""The real training entry point with faults injected through the trainer's own hooks, for failure tests.
 
-FAULT_NAN_STEPS="3,5-": the training loss is NaN at step 3 and from step 5 on (steps of this process).
-FAULT_STALL_SAVE_STEP=4: rank 1 stalls in the middle of saving step 4 (after DeepSpeed wrote its files),
-after touching FAULT_MARKER, so the test can SIGKILL the job mid-save.
+FAULT_NAN_STEPS="3,5-": the training loss is NaN at step 3 and from step 5 on (a callback multiplies the
+model's training loss by NaN through a forward hook, so the gradients are NaN too).
+FAULT_STALL_SAVE_STEP=4: rank 1 stalls in the middle of saving step 4 (after writing its own engine and RNG
+files, before the checkpoint is published), after touching FAULT_MARKER, so the test can SIGKILL the job mid-save.
 Everything else is the real entry point, engine and checkpoint code.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -18,9 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch.distributed as dist  # noqa: E402
 
 from roots_scale import pretrain  # noqa: E402
-from roots_scale.models.bert import BERT  # noqa: E402
-from roots_scale.models.gpt import GPT  # noqa: E402
-from roots_scale.training import layout_free  # noqa: E402
+from roots_scale.training.callbacks.checkpointing import Checkpointing  # noqa: E402
+from roots_scale.training.trainer import Callback, Trainer  # noqa: E402
 
 
 def nan_steps(spec: str) -> callable:
@@ -34,38 +35,47 @@ def nan_steps(spec: str) -> callable:
     return lambda step: step in singles or (open_from is not None and step >= open_from)
 
 
-def inject_nan(model_class: type, is_nan_step) -> None:
-    forward = model_class.forward
-    calls = {"train": 0}
+class NaNLoss(Callback):
+    """The training loss of the chosen steps becomes NaN."""
 
-    def poisoned(self, *args, **kwargs):
-        loss = forward(self, *args, **kwargs)
-        if self.training:
-            calls["train"] += 1
-            if is_nan_step(calls["train"]):
-                return loss * float("nan")
-        return loss
+    def __init__(self, is_nan_step) -> None:
+        self.is_nan_step = is_nan_step
+        self.poison = False
 
-    model_class.forward = poisoned
+    def on_fit_start(self, trainer: Trainer) -> None:
+        trainer.engine.module.register_forward_hook(self._poison)
+
+    def on_step_start(self, trainer: Trainer, step: int) -> None:
+        self.poison = self.is_nan_step(step)
+
+    def _poison(self, module, args, loss):
+        return loss * math.nan if self.poison and module.training else None
 
 
-def stall_save(step: int, marker: Path) -> None:
-    save = layout_free.save_layout_free
+class StallSave(Callback):
+    """Rank 1 stalls once its files of the chosen step's checkpoint are written."""
 
-    def stalling(engine, folder, *args):
-        if folder.parent.name == f"iter_{step:07d}" and dist.get_rank() == 1:
-            marker.touch()
+    def __init__(self, step: int, marker: Path) -> None:
+        self.step, self.marker = step, marker
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        checkpoints = next(c.manager for c in trainer.callbacks if isinstance(c, Checkpointing))
+        checkpoints.on_files_written.append(self._stall)
+
+    def _stall(self, folder: Path) -> None:
+        if folder.name == f"iter_{self.step:07d}" and dist.get_rank() == 1:
+            self.marker.touch()
             time.sleep(600)
-        return save(engine, folder, *args)
 
-    layout_free.save_layout_free = stalling
+
+def faults_from_environment() -> list[Callback]:
+    faults: list[Callback] = []
+    if os.environ.get("FAULT_NAN_STEPS"):
+        faults.append(NaNLoss(nan_steps(os.environ["FAULT_NAN_STEPS"])))
+    if os.environ.get("FAULT_STALL_SAVE_STEP"):
+        faults.append(StallSave(int(os.environ["FAULT_STALL_SAVE_STEP"]), Path(os.environ["FAULT_MARKER"])))
+    return faults
 
 
 if __name__ == "__main__":
-    if os.environ.get("FAULT_NAN_STEPS"):
-        predicate = nan_steps(os.environ["FAULT_NAN_STEPS"])
-        inject_nan(GPT, predicate)
-        inject_nan(BERT, predicate)
-    if os.environ.get("FAULT_STALL_SAVE_STEP"):
-        stall_save(int(os.environ["FAULT_STALL_SAVE_STEP"]), Path(os.environ["FAULT_MARKER"]))
-    sys.exit(pretrain.main())
+    sys.exit(pretrain.main(extra_callbacks=faults_from_environment()))

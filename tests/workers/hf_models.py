@@ -15,8 +15,8 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 
 from roots_scale.config import ModelConfig
-from roots_scale.inference import build_model
-from roots_scale.training.layout_free import load_full_params, merge_shards, partition_of
+from roots_scale.models import build_model
+from roots_scale.models.tensor_parallel import load_full_params, merge_shards, partition_of
 
 STYLES = {
     "gpt2": ModelConfig(num_layers=2, hidden_size=64, num_attention_heads=4, seq_length=32),
@@ -60,7 +60,7 @@ def write_text_store(root: Path, documents: int = 200, seed: int = 0,
 
 def full_params(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
     """Random full weights for `model`'s parameters (norm scales near 1, the rest small), the same at any TP size."""
-    from roots_scale.hf.load import full_shapes
+    from roots_scale.posttrain.hf.load import full_shapes
 
     generator = torch.Generator().manual_seed(seed)
     params = {}
@@ -72,7 +72,7 @@ def full_params(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
 
 def random_model(style: str, seed: int, tensor_parallel_size: int = 1) -> torch.nn.Module:
     """A model of `style` at the given TP size whose every weight is random (see `full_params`)."""
-    model = build_model(STYLES[style], VOCAB_ROWS, tensor_parallel_size)
+    model = build_model(STYLES[style], VOCAB_ROWS, tensor_parallel_size).eval()
     load_full_params(model, full_params(model, seed))
     return model
 
@@ -135,8 +135,8 @@ def max_difference(ours: torch.Tensor, theirs: torch.Tensor, batch: dict[str, to
 def main(spm_model: str, out_dir: str) -> None:
     """Each family at TP = world size: export from consolidated shards, import into a fresh sharded model."""
     from roots_scale.distributed import destroy_distributed, discover_launch_env, init_distributed
-    from roots_scale.hf.export import export_hf
-    from roots_scale.hf.load import init_model_from_hf
+    from roots_scale.posttrain.hf.export import export_hf
+    from roots_scale.posttrain.hf.load import init_model_from_hf
 
     launch = discover_launch_env()
     init_distributed(launch, tensor_parallel=launch.world_size)
@@ -150,7 +150,7 @@ def main(spm_model: str, out_dir: str) -> None:
         dist.barrier()
         batch = inputs(style)
         theirs = hf_logits(hf_dir, style, batch)
-        fresh = build_model(STYLES[style], VOCAB_ROWS, launch.world_size)
+        fresh = build_model(STYLES[style], VOCAB_ROWS, launch.world_size).eval()
         init_model_from_hf(fresh, hf_dir, STYLES[style])
         results[style] = {"export": max_difference(our_logits(model, batch), theirs, batch),
                           "import": max_difference(our_logits(fresh, batch), theirs, batch)}

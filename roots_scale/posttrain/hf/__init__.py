@@ -4,7 +4,3 @@
 command, `load.init_model_from_hf` the import, `tokenizer` our sentencepiece model as a `tokenizers` one.
 transformers, safetensors and tokenizers come with the `hf` extra (`pip install roots_scale[hf]`).
 """
-
-from roots_scale.hf.convert import HFConversionError
-
-__all__ = ["HFConversionError"]

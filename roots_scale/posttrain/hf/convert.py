@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from roots_scale.config import ModelConfig
+from roots_scale.posttrain.errors import HFConversionError
 
 Tensors = dict[str, torch.Tensor]
 Transform = Callable[[list[torch.Tensor]], list[torch.Tensor]]
@@ -38,10 +39,6 @@ TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")  # the same tanh app
 BERT_HEAD_GELU_NOTE = (
     "RobertaPreLayerNorm's MLM head applies erf-GELU where roots_scale's BERT applies tanh-GELU (at most "
     "4.7e-4 apart per activation); everything else is exact")
-
-
-class HFConversionError(ValueError):
-    """A roots_scale model and a transformers checkpoint that do not fit; the message names the key and shapes."""
 
 
 @dataclass(frozen=True)

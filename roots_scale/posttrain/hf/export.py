@@ -9,22 +9,25 @@ from any TP size and ZeRO stage: its layout-free full weights are what is conver
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
+from roots_core.tokenizer import Tokenizer
+from roots_scale.checkpoint.consolidated import read_full_state
 from roots_scale.config import ModelConfig
-from roots_scale.hf.convert import (
+from roots_scale.posttrain.errors import HFConversionError
+from roots_scale.posttrain.load import run_tokenizer
+from roots_scale.posttrain.hf.convert import (
     BERT,
     BERT_HEAD_GELU_NOTE,
     Family,
-    HFConversionError,
     Tensors,
     family_of,
     hf_config_values,
     to_hf,
 )
+from roots_scale.posttrain.hf.tokenizer import build_tokenizer
 
 
 def _check_against_hf(config, state: Tensors, family: Family) -> None:
@@ -45,9 +48,6 @@ def export_hf(params: Tensors, cfg: ModelConfig, tokenizer_model: Path, output: 
     """Write full roots_scale weights (TP=1 names) and the run's sentencepiece model as a transformers directory."""
     from safetensors.torch import save_file
     from transformers import AutoConfig, GenerationConfig
-
-    from data_tools.tokenizer import Tokenizer
-    from roots_scale.hf.tokenizer import build_tokenizer
 
     if output.exists() and any(output.iterdir()):
         raise HFConversionError(f"{output} is not empty; export into a new directory")
@@ -75,10 +75,6 @@ def export_hf(params: Tensors, cfg: ModelConfig, tokenizer_model: Path, output: 
 
 def main(argv: list[str] | None = None) -> int:
     """The `roots-train export-hf` command."""
-    from data_tools.errors import DataToolsError
-    from roots_scale.inference import InferenceError, run_tokenizer
-    from roots_scale.training.layout_free import LayoutFreeError, read_full_state
-
     parser = argparse.ArgumentParser(
         prog="roots-train export-hf",
         description="Write a checkpoint (any TP size, any ZeRO stage) as a Hugging Face transformers model "
@@ -89,13 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizer", type=Path,
                         help="the run's sentencepiece .model (default: the one the run's store manifest names)")
     args = parser.parse_args(argv)
-    try:
-        state = read_full_state(args.checkpoint)
-        tokenizer = run_tokenizer(state.config, args.tokenizer)
-        family = export_hf(state.params, state.config.model, tokenizer.path, args.output)
-    except (LayoutFreeError, InferenceError, HFConversionError, DataToolsError) as err:
-        print(f"roots-train export-hf: error: {err}", file=sys.stderr)
-        return 2
+    state = read_full_state(args.checkpoint)
+    tokenizer = run_tokenizer(state.config, args.tokenizer)
+    family = export_hf(state.params, state.config.model, tokenizer.path, args.output)
     rows = state.params["embedding.weight"].shape[0]
     auto = "AutoModelForCausalLM" if family.causal else "AutoModelForMaskedLM"
     print(f"wrote {args.output}: {family.architecture} from step {state.step}, "

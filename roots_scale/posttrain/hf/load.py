@@ -18,7 +18,9 @@ import torch
 from torch import nn
 
 from roots_scale.config import ModelConfig
-from roots_scale.hf.convert import BERT, HFConversionError, Rule, Tensors, check_hf_config, family_of, rules_for
+from roots_scale.models.tensor_parallel import load_full_params, partition_of
+from roots_scale.posttrain.errors import HFConversionError
+from roots_scale.posttrain.hf.convert import BERT, Rule, Tensors, check_hf_config, family_of, rules_for
 
 _BUFFERS = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq", "embeddings.position_ids")
 _ROBERTA_EXTRAS = ("lm_head.decoder.weight", "lm_head.decoder.bias", "roberta_prelayernorm.pooler.")
@@ -45,8 +47,6 @@ def read_hf_weights(hf_dir: Path) -> Tensors:
 def full_shapes(model: nn.Module) -> dict[str, torch.Size]:
     """Each parameter's unsharded shape: its tensor-parallel slice times the TP size along the partition dim."""
     from megatron.core import parallel_state
-
-    from roots_scale.training.layout_free import partition_of
 
     tp_size = parallel_state.get_tensor_model_parallel_world_size()
     shapes = {}
@@ -124,8 +124,6 @@ def init_model_from_hf(model: nn.Module, hf_dir: str | Path, cfg: ModelConfig) -
     sentence-order head) keep their initialization, with a warning. Raises HFConversionError.
     """
     from transformers import AutoConfig
-
-    from roots_scale.training.layout_free import load_full_params, partition_of
 
     hf_dir = Path(hf_dir)
     if not (hf_dir / "config.json").is_file():

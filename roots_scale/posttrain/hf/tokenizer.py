@@ -18,7 +18,8 @@ from pathlib import Path
 from sentencepiece.sentencepiece_model_pb2 import ModelProto
 
 from roots_core.tokenizer import model_proto, read_model_bytes
-from roots_scale.hf.convert import BERT, Family, HFConversionError
+from roots_scale.posttrain.errors import HFConversionError
+from roots_scale.posttrain.hf.convert import BERT, Family
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED = 1, 2, 3, 4  # sentencepiece piece types
 UNIGRAM, BPE = 1, 2  # sentencepiece model types

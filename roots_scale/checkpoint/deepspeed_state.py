@@ -1,0 +1,81 @@
+"""Reading and writing the fp32 master weights and Adam moments inside a DeepSpeed engine.
+
+The one module that touches DeepSpeed's internals (its optimizer wrappers, ZeRO's lazily linked
+tensor fragments, `safe_get/set_full_*`): a DeepSpeed upgrade that moves them changes this file only.
+"""
+
+from __future__ import annotations
+
+import deepspeed
+import torch
+from deepspeed.utils import (
+    safe_get_full_fp32_param,
+    safe_get_full_optimizer_state,
+    safe_set_full_fp32_param,
+    safe_set_full_optimizer_state,
+)
+
+MOMENTS = ("exp_avg", "exp_avg_sq")
+
+
+def base_optimizer(engine) -> torch.optim.Optimizer:
+    """The torch optimizer underneath DeepSpeed's ZeRO / bf16 wrappers (itself at ZeRO-0 fp32)."""
+    return getattr(engine.optimizer, "optimizer", engine.optimizer)
+
+
+def link_optimizer_states(engine) -> None:
+    """Make sure every Adam state exists and DeepSpeed's per-parameter views of it are current.
+
+    torch creates Adam state at the first step, and ZeRO-1/2 link each parameter to its fragment of
+    that state when first asked, which may be before it exists; so create it (zeros, step 0) where
+    missing, then (re)link.
+    """
+    base = base_optimizer(engine)
+    flats = [flat for group in base.param_groups for flat in group["params"]]
+    flats += getattr(engine.optimizer, "fp32_partitioned_groups_flat", [])  # ZeRO-3 empties param_groups between steps
+    for flat in flats:
+        if not base.state.get(flat):
+            base.state[flat] = {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(flat),
+                                "exp_avg_sq": torch.zeros_like(flat)}
+    wrapper = engine.optimizer
+    if hasattr(wrapper, "_lazy_init_hp_params_optimizer_state"):
+        wrapper._hp_optimizer_states_linked = False
+        wrapper._lazy_init_hp_params_optimizer_state()
+
+
+def adam_step(engine) -> int:
+    """The Adam step count (the same for every parameter)."""
+    for state in base_optimizer(engine).state.values():
+        if "step" in state:
+            return int(state["step"])
+    return 0
+
+
+def gather_fp32(engine, param: torch.Tensor, moment: str | None) -> torch.Tensor:
+    """This rank's TP-local parameter (or Adam moment), gathered over ZeRO partitions, on the CPU. Collective."""
+    value = safe_get_full_fp32_param(param) if moment is None else safe_get_full_optimizer_state(param, moment)
+    if value is not None:
+        return value.detach().float().cpu()
+    if moment is None:
+        return param.detach().float().cpu()
+    return base_optimizer(engine).state[param][moment].detach().float().cpu()
+
+
+def set_fp32(engine, param: torch.Tensor, value: torch.Tensor, moments: dict[str, torch.Tensor]) -> None:
+    """Set a parameter's weight, fp32 master copy and Adam moments (TP-local values) in any ZeRO stage. Collective."""
+    if engine.zero_optimization_stage() == 3:
+        with deepspeed.zero.GatheredParameters([param], modifier_rank=0):
+            param.copy_(value)
+    else:
+        param.copy_(value)
+    if hasattr(param, "ds_id") or hasattr(param, "_hp_mapping"):
+        safe_set_full_fp32_param(param, value)
+        for moment, tensor in moments.items():
+            safe_set_full_optimizer_state(param, tensor, moment)
+    else:  # ZeRO-0 fp32: torch's AdamW holds the moments of the parameter itself
+        base_optimizer(engine).state[param].update(moments)
+
+
+def set_adam_step(engine, step: int) -> None:
+    for param_state in base_optimizer(engine).state.values():
+        param_state["step"] = torch.tensor(float(step))

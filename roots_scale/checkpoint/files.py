@@ -1,0 +1,46 @@
+"""The names inside a run's `checkpoints/` folder, and finding a checkpoint from what a user points at.
+
+    checkpoints/latest                      the tag of the newest complete checkpoint
+    checkpoints/iter_0000020/               one folder per saved step:
+        meta.yaml, config.yaml              written last by rank 0
+        rng_state_rank00000.pt              one per rank
+        layout_free/tp00-of-02.pt           the consolidated state (see consolidated.py)
+        ... DeepSpeed's own engine files
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from roots_core.errors import RootsError
+
+LATEST = "latest"
+META = "meta.yaml"
+CONFIG = "config.yaml"
+CONSOLIDATED = "layout_free"
+TAG_PREFIX = "iter_"
+
+
+class CheckpointError(RootsError):
+    """A checkpoint that is missing, incomplete or does not match the run."""
+
+
+def tag_for_step(step: int) -> str:
+    return f"{TAG_PREFIX}{step:07d}"
+
+
+def rng_file(rank: int) -> str:
+    return f"rng_state_rank{rank:05d}.pt"
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """An `iter_*` checkpoint folder from a run directory, its `checkpoints/` folder, or the folder itself."""
+    path = Path(path)
+    for candidate in (path, path / "checkpoints"):
+        pointer = candidate / LATEST
+        if pointer.is_file():
+            return candidate / pointer.read_text().strip()
+    if (path / CONSOLIDATED).is_dir() or any(path.glob("*model_states.pt")):
+        return path
+    raise CheckpointError(f"{path} is not a checkpoint: expected a run directory, its checkpoints/ folder "
+                          f"(with a '{LATEST}' pointer) or an {TAG_PREFIX}NNNNNNN folder")

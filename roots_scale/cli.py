@@ -1,0 +1,34 @@
+"""`roots-train`: training by default, and the post-training subcommands. Every subcommand's user errors
+(any `RootsError`) end as one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from roots_core.errors import RootsError
+
+SUBCOMMANDS = {  # roots-train NAME ...: module with main(argv) -> exit code
+    "convert-checkpoint": "roots_scale.posttrain.convert",
+    "export-hf": "roots_scale.posttrain.hf.export",
+    "generate": "roots_scale.posttrain.generate",
+    "evaluate": "roots_scale.posttrain.evaluate",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in SUBCOMMANDS:
+        from roots_scale import pretrain  # training reports its own errors, on every rank, with exit_status.json
+
+        return pretrain.main(argv)
+    name = argv[0]
+    try:
+        return importlib.import_module(SUBCOMMANDS[name]).main(argv[1:])
+    except RootsError as err:
+        print(f"roots-train {name}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
