@@ -88,7 +88,7 @@ def build_dataset(sources: DataSources, settings: SampleSettings, num_samples: i
 
 def _sample_dataset(store: TokenStore, settings: SampleSettings, num_samples: int, split: str,
                     cache_dir: Path | None) -> SampleSource:
-    documents = split_documents(len(store), settings.split)[split]
+    documents = split_documents(len(store), settings.split, source=str(store.directory))[split]
     if settings.arch == "bert":
         return BERTDataset(store, settings.seq_length, num_samples, settings.seed, documents=documents,
                            cache_dir=cache_dir, max_epochs=settings.num_epochs)

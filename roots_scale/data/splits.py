@@ -20,12 +20,14 @@ from roots_scale.data.errors import SplitError
 SPLIT_SEED = 0
 
 
-def split_documents(num_documents: int, split: str, seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:
-    """Sorted document indices of each split: disjoint, together all documents, none empty that has a share."""
+def split_documents(num_documents: int, split: str, seed: int = SPLIT_SEED,
+                    source: str = "") -> dict[str, np.ndarray]:
+    """Sorted document indices of each split: disjoint, together all documents, none empty that has a share.
+    `source` names the store in errors."""
     ratios = np.array(parse_split(split))
     wanted = int((ratios > 0).sum())
     if num_documents < wanted:
-        raise SplitError(f"split {split!r} needs at least {wanted} documents (one per split with a share) "
+        raise SplitError(f"{source + ': ' if source else ''}split {split!r} needs at least {wanted} documents (one per split with a share) "
                          f"but the store has {num_documents}")
     sizes = _split_sizes(num_documents, ratios)
     order = np.random.default_rng(seed).permutation(num_documents)
