@@ -1,6 +1,6 @@
 """The `roots-data` command line: one subcommand per pipeline stage.
 
-Errors the user can fix (DataToolsError, TokenStoreError) print their message and exit 2,
+Errors the user can fix (any RootsError: DataToolsError, TokenStoreError, TokenizerError) print their message and exit 2,
 with no traceback; `verify` exits 1 when the store has problems.
 """
 
@@ -18,7 +18,7 @@ from data_tools.demo_corpus import build_demo_corpus
 from data_tools.errors import DataToolsError
 from data_tools.extract import FORMATS, ExtractOptions, extract_files
 from data_tools.stage import STATS_FILE, format_stats, print_report, read_stage_stats
-from roots_core.token_store import TokenStoreError
+from roots_core.errors import RootsError
 
 
 def _demo_corpus(args: argparse.Namespace) -> int:
@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         status = args.run(args)
-    except (DataToolsError, TokenStoreError) as exc:
+    except RootsError as exc:
         print(f"roots-data {args.command}: error: {exc}", file=sys.stderr)
         return 2
     print(f"roots-data {args.command}: done in {time.perf_counter() - started:.1f}s", file=sys.stderr)

@@ -166,7 +166,7 @@ def test_reshape_tp2_dp2_checkpoint_onto_other_layouts(tmp_path: Path, store: Pa
     finish(*run_args("gpt", store, source, *four), nproc=4)
     reference = losses(source)[3]  # the step-4 loss of the uninterrupted run
 
-    convert = subprocess.run([sys.executable, PRETRAIN, "convert-checkpoint", str(source), "--output",
+    convert = subprocess.run([sys.executable, "-m", "roots_scale.cli", "convert-checkpoint", str(source), "--output",
                               str(tmp_path / "full.pt")], cwd=ROOT, capture_output=True, text=True)
     assert convert.returncode == 0, convert.stderr
     full = torch.load(tmp_path / "full.pt", weights_only=True)

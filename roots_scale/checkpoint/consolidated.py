@@ -19,12 +19,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from roots_core.atomic import atomic_path
-from roots_scale.checkpoint import deepspeed_state
-from roots_scale.checkpoint.deepspeed_state import MOMENTS
 from roots_scale.checkpoint.files import CONFIG, CONSOLIDATED, META, CheckpointError, resolve_checkpoint
 from roots_scale.config import Config, load_config
-from roots_scale.models.tensor_parallel import check_names, local_slice, merge_shards, partition_of
+from roots_scale.models.tensor_parallel import merge_shards
+
+MOMENTS = ("exp_avg", "exp_avg_sq")  # the Adam moments saved beside each weight
 
 
 def shard_name(tp_rank: int, tp_size: int) -> str:
@@ -40,26 +39,6 @@ class FullState:
     adam_step: int
     step: int
     config: Config
-
-
-def save_consolidated(engine, folder: Path, tp_rank: int, tp_size: int, dp_rank: int) -> None:
-    """Collective over every rank: gather each TP-local tensor over ZeRO; DP rank 0 writes one file per TP rank."""
-    tensors: dict[str, torch.Tensor] = {}
-    partitions: dict[str, list[int]] = {}
-    deepspeed_state.link_optimizer_states(engine)
-    for name, param in engine.module.named_parameters():
-        tensors[name] = deepspeed_state.gather_fp32(engine, param, None)
-        for moment in MOMENTS:
-            tensors[f"{name}::{moment}"] = deepspeed_state.gather_fp32(engine, param, moment)
-        where = partition_of(param)
-        if where is not None:
-            partitions[name] = list(where)
-    if dp_rank != 0:
-        return
-    payload = {"tensors": tensors, "partitions": partitions, "adam_step": deepspeed_state.adam_step(engine),
-               "tp_rank": tp_rank, "tp_size": tp_size}
-    with atomic_path(folder / shard_name(tp_rank, tp_size)) as tmp:
-        torch.save(payload, tmp)
 
 
 def expected_shards(folder: Path) -> list[Path]:
@@ -105,16 +84,3 @@ def read_full_state(path: str | Path) -> FullState:
         raise CheckpointError(f"{config_file} is missing: a checkpoint folder holds the config that wrote it")
     meta = yaml.safe_load((folder / META).read_text()) if (folder / META).is_file() else {}
     return FullState(params, moments, adam_step, int(meta.get("step", 0)), load_config(config_file))
-
-
-def load_into_engine(engine, state: FullState, tp_rank: int, tp_size: int) -> None:
-    """Set every weight, fp32 master copy and Adam moment of `engine` from a full state. Collective."""
-    check_names(engine.module, state.params)
-    deepspeed_state.link_optimizer_states(engine)
-    with torch.no_grad():
-        for name, param in engine.module.named_parameters():
-            local = local_slice(param, state.params[name], name, tp_rank, tp_size).to(engine.device)
-            moments = {m: local_slice(param, state.moments[name][m], name, tp_rank, tp_size).to(engine.device)
-                       for m in MOMENTS}
-            deepspeed_state.set_fp32(engine, param, local, moments)
-    deepspeed_state.set_adam_step(engine, state.adam_step)

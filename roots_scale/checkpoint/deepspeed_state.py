@@ -1,10 +1,14 @@
-"""Reading and writing the fp32 master weights and Adam moments inside a DeepSpeed engine.
+"""Reading and writing the fp32 master weights and Adam moments inside a DeepSpeed engine, and
+moving the consolidated state (consolidated.py) out of and into a live engine.
 
 The one module that touches DeepSpeed's internals (its optimizer wrappers, ZeRO's lazily linked
 tensor fragments, `safe_get/set_full_*`): a DeepSpeed upgrade that moves them changes this file only.
+Readers of a finished checkpoint (export, generate, evaluate) never import it, nor DeepSpeed.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import deepspeed
 import torch
@@ -15,7 +19,9 @@ from deepspeed.utils import (
     safe_set_full_optimizer_state,
 )
 
-MOMENTS = ("exp_avg", "exp_avg_sq")
+from roots_core.atomic import atomic_path
+from roots_scale.checkpoint.consolidated import MOMENTS, FullState, shard_name
+from roots_scale.models.tensor_parallel import check_names, local_slice, partition_of
 
 
 def base_optimizer(engine) -> torch.optim.Optimizer:
@@ -79,3 +85,36 @@ def set_fp32(engine, param: torch.Tensor, value: torch.Tensor, moments: dict[str
 def set_adam_step(engine, step: int) -> None:
     for param_state in base_optimizer(engine).state.values():
         param_state["step"] = torch.tensor(float(step))
+
+
+def save_consolidated(engine, folder: Path, tp_rank: int, tp_size: int, dp_rank: int) -> None:
+    """Collective over every rank: gather each TP-local tensor over ZeRO; DP rank 0 writes one file per TP rank."""
+    tensors: dict[str, torch.Tensor] = {}
+    partitions: dict[str, list[int]] = {}
+    link_optimizer_states(engine)
+    for name, param in engine.module.named_parameters():
+        tensors[name] = gather_fp32(engine, param, None)
+        for moment in MOMENTS:
+            tensors[f"{name}::{moment}"] = gather_fp32(engine, param, moment)
+        where = partition_of(param)
+        if where is not None:
+            partitions[name] = list(where)
+    if dp_rank != 0:
+        return
+    payload = {"tensors": tensors, "partitions": partitions, "adam_step": adam_step(engine),
+               "tp_rank": tp_rank, "tp_size": tp_size}
+    with atomic_path(folder / shard_name(tp_rank, tp_size)) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_into_engine(engine, state: FullState, tp_rank: int, tp_size: int) -> None:
+    """Set every weight, fp32 master copy and Adam moment of `engine` from a full state. Collective."""
+    check_names(engine.module, state.params)
+    link_optimizer_states(engine)
+    with torch.no_grad():
+        for name, param in engine.module.named_parameters():
+            local = local_slice(param, state.params[name], name, tp_rank, tp_size).to(engine.device)
+            moments = {m: local_slice(param, state.moments[name][m], name, tp_rank, tp_size).to(engine.device)
+                       for m in MOMENTS}
+            set_fp32(engine, param, local, moments)
+    set_adam_step(engine, state.adam_step)

@@ -26,7 +26,7 @@ import yaml
 from megatron.core import parallel_state
 
 from roots_core.atomic import atomic_path, write_text_atomic
-from roots_scale.checkpoint import consolidated
+from roots_scale.checkpoint import consolidated, deepspeed_state
 from roots_scale.checkpoint.files import (
     CONFIG,
     CONSOLIDATED,
@@ -100,7 +100,7 @@ class CheckpointManager:
             hook(folder)
         if self.policy.layout_free:
             tp_rank, tp_size, dp_rank = _tensor_parallel_coordinates()
-            consolidated.save_consolidated(engine, folder / CONSOLIDATED, tp_rank, tp_size, dp_rank)
+            deepspeed_state.save_consolidated(engine, folder / CONSOLIDATED, tp_rank, tp_size, dp_rank)
         dist.barrier()
         if rank == 0:
             save_config(self.run_config, folder / CONFIG)
@@ -178,7 +178,7 @@ class CheckpointManager:
         state = consolidated.FullState(params, moments, adam_step, 0, self.run_config)
         tp_rank, tp_size, _ = _tensor_parallel_coordinates()
         try:
-            consolidated.load_into_engine(engine, state, tp_rank, tp_size)
+            deepspeed_state.load_into_engine(engine, state, tp_rank, tp_size)
         except ModelError as err:
             raise CheckpointError(f"cannot resume {folder} on the new layout: {err}") from err
         if dist.get_rank() == 0:

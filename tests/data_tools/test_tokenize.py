@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from data_tools.errors import DataToolsError
+from roots_core.errors import TokenizerError
 from data_tools.tokenize_shards import tokenize_shards
 from data_tools.tokenizer import train_tokenizer
 from roots_core.tokenizer import Tokenizer
@@ -115,7 +116,7 @@ def test_errors_are_named(docs_dir, tokenizer_model, tmp_path):
         tokenize_shards(docs_dir, tokenizer_model, tmp_path / "w", num_workers=0)
     with pytest.raises(DataToolsError, match="--shard-index 2 --num-shards 2 is invalid"):
         tokenize_shards(docs_dir, tokenizer_model, tmp_path / "s", shard_index=2, num_shards=2)
-    with pytest.raises(DataToolsError, match="cannot read tokenizer model"):
+    with pytest.raises(TokenizerError, match="cannot read tokenizer model"):
         tokenize_shards(docs_dir, tmp_path / "none.model", tmp_path / "s")
     with pytest.raises(DataToolsError, match="no \\*.parquet document shards in"):
         tokenize_shards(tmp_path, tokenizer_model, tmp_path / "s")

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from data_tools.errors import DataToolsError
+from roots_core.errors import TokenizerError
 from data_tools.extract import extract_files
 from data_tools.shards import write_shard
 from data_tools.sources.base import Document
@@ -108,10 +109,10 @@ def test_errors_name_the_problem(docs_dir, tmp_path):
         train_tokenizer(docs_dir, tmp_path / "t", 1_000_000)
     with pytest.raises(DataToolsError, match="no \\*.parquet document shards in"):
         train_tokenizer(tmp_path, tmp_path / "t", 2000)
-    with pytest.raises(DataToolsError, match="cannot read tokenizer model .*missing.model"):
+    with pytest.raises(TokenizerError, match="cannot read tokenizer model .*missing.model"):
         Tokenizer(tmp_path / "missing.model")
     (tmp_path / "junk.model").write_bytes(b"not a model")
-    with pytest.raises(DataToolsError, match="junk.model is not a sentencepiece model"):
+    with pytest.raises(TokenizerError, match="junk.model is not a sentencepiece model"):
         Tokenizer(tmp_path / "junk.model")
     assert not list(tmp_path.glob("t.*"))  # nothing half-written
 
