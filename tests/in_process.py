@@ -9,6 +9,7 @@ what only a launcher proves (signals to a job, SIGKILL, torchrun's own behaviour
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import socket
@@ -19,6 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
+import torch.distributed as dist
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -35,6 +41,18 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _groups_in_module_globals() -> list[dist.ProcessGroup]:
+    """Process groups the parent left in module globals (megatron-core's `destroy_model_parallel` does not
+    clear them all). A child that overwrote such a global would run the group's destructor, which joins
+    threads that exist only in the parent, and hang; the caller keeps them referenced instead."""
+    groups = []
+    for module in list(sys.modules.values()):
+        for value in list(getattr(module, "__dict__", {}).values()):
+            candidates = value if isinstance(value, (list, tuple)) else (value,)
+            groups += [group for group in candidates if isinstance(group, dist.ProcessGroup)]
+    return groups
+
+
 def _child(fn: Callable[..., Any], rank: int, world_size: int, port: int, log: str, args: tuple,
            results: multiprocessing.SimpleQueue) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_WORLD_SIZE=str(world_size),
@@ -44,8 +62,8 @@ def _child(fn: Callable[..., Any], rank: int, world_size: int, port: int, log: s
         os.dup2(handle.fileno(), 2)
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
-    import torch
-
+    gc.freeze()  # what the parent left behind stays uncollected here (see run_distributed)
+    inherited = _groups_in_module_globals()  # noqa: F841 - held so that they are never destroyed here
     torch.set_num_threads(1)
     value, error = None, None
     try:
@@ -60,6 +78,12 @@ def _child(fn: Callable[..., Any], rank: int, world_size: int, port: int, log: s
 
 def run_distributed(fn: Callable[..., Any], world_size: int, *args: Any, timeout: float = 300) -> list[RankResult]:
     """`fn(*args)` on ranks 0..world_size-1; results ordered by rank. Raises if a rank hangs or dies."""
+    if dist.is_available() and dist.is_initialized():
+        raise RuntimeError("run_distributed forks ranks from this process, which already has a process group "
+                           "(a fixture's?): the ranks would inherit it. Tear it down first.")
+    # Objects the parent no longer uses but has not collected yet (a torn-down process group among them)
+    # would otherwise be collected in a child, whose destructor joins threads that only exist in the parent.
+    gc.collect()
     context = multiprocessing.get_context("fork")
     results = context.SimpleQueue()
     port = _free_port()
@@ -88,3 +112,28 @@ def run_distributed(fn: Callable[..., Any], world_size: int, *args: Any, timeout
         raise RuntimeError(f"ranks {missing} died without a result; their output:\n" +
                            "\n".join(outputs[rank][-3000:] for rank in missing))
     return [RankResult(rank, collected[rank][0], outputs[rank], collected[rank][1]) for rank in range(world_size)]
+
+
+def run_ok(fn: Callable[..., Any], world_size: int, *args: Any, timeout: float = 300) -> list[RankResult]:
+    """`run_distributed`, asserting that no rank raised (the failing rank's traceback and output in the message)."""
+    results = run_distributed(fn, world_size, *args, timeout=timeout)
+    for result in results:
+        assert result.error is None, f"rank {result.rank} raised:\n{result.error}\n{result.output[-3000:]}"
+    return results
+
+
+def pretrain_ranks(world_size: int, *argv: str, callbacks: Callable[[], list] | None = None,
+                   timeout: float = 300) -> list[RankResult]:
+    """`roots-train` (pretrain.main) on `world_size` forked gloo ranks from the repository root; asserts that
+    every rank exited 0. `callbacks()` builds extra trainer callbacks inside each rank (fault injection)."""
+    results = run_ok(_pretrain, world_size, list(argv), callbacks, timeout=timeout)
+    for result in results:
+        assert result.value == 0, f"rank {result.rank} exited {result.value}:\n{result.output[-3000:]}"
+    return results
+
+
+def _pretrain(argv: list[str], callbacks: Callable[[], list] | None) -> int:
+    from roots_scale import pretrain  # noqa: PLC0415 - imported once in the parent by whoever calls this
+
+    os.chdir(ROOT)
+    return pretrain.main(argv, extra_callbacks=callbacks() if callbacks else ())

@@ -12,17 +12,17 @@ import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
 
-from distributed_helpers import ROOT, torchrun
+from in_process import run_ok
 from roots_scale.models.bert import BERT
 from roots_scale.models.layers import padded_vocab_size
 from workers.bert_step import CONFIG, VOCAB, make_batch, pad_to
+from workers.bert_step import main as bert_step
 
-WORKER = ROOT / "tests/workers/bert_step.py"
 
-
-@pytest.fixture(scope="module")
+@pytest.fixture
 def single_rank():
-    """A one-process gloo world with megatron-core's groups (TP=1), torn down after the module."""
+    """A one-process gloo world with megatron-core's groups (TP=1), torn down after the test (so that
+    `run_ok` can fork fresh ranks from this process)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -110,8 +110,7 @@ def test_adamw_steps_lower_the_loss_on_real_samples(single_rank, tmp_path: Path)
 @pytest.mark.slow
 def test_tensor_parallel_matches_single_rank(tmp_path: Path) -> None:
     out = tmp_path / "steps.pt"
-    proc = torchrun(2, WORKER, str(out))  # TP=2, then TP=1 (data-parallel pair) in the same launch
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_ok(bert_step, 2, str(out))  # TP=2, then TP=1 (data-parallel pair) in the same world
     results = torch.load(out)
     one, two = results[1], results[2]
     assert torch.isfinite(one["loss"])

@@ -7,17 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from distributed_helpers import ROOT, torchrun
+from hf_models import main as hf_models_main
 from hf_models import write_text_store
-
-WORKER = ROOT / "tests/workers/hf_models.py"
+from in_process import run_ok
 
 
 @pytest.mark.slow
 def test_three_families_convert_both_ways_at_tensor_parallel_2(tmp_path: Path) -> None:
     spm_model, _ = write_text_store(tmp_path / "text", documents=40)
-    proc = torchrun(2, WORKER, str(spm_model), str(tmp_path))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_ok(hf_models_main, 2, str(spm_model), str(tmp_path))
     results = torch.load(tmp_path / "results.pt")
     assert set(results) == {"gpt2", "llama_gqa", "bert"}
     for style, differences in results.items():

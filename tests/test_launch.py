@@ -15,8 +15,11 @@ import yaml
 from distributed_helpers import ROOT
 from store_helpers import write_random_store
 
-from roots_scale import launch
+from data_tools.cli import build_parser as roots_data_parser
 from roots_scale.config import load_config
+from roots_scale.launch import cli
+from roots_scale.launch import render as launch_render
+from roots_scale.launch.profile import LaunchError, load_profile
 
 GPU_PROFILE = ROOT / "configs" / "clusters" / "example_4x8_gpu.yaml"
 CPU_PROFILE = ROOT / "configs" / "clusters" / "local_cpu.yaml"
@@ -26,7 +29,7 @@ CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZ
 
 def render(capsys: pytest.CaptureFixture, *argv: str) -> str:
     """`roots-launch ... --dry-run`'s script, checked to be valid bash."""
-    assert launch.main([*argv, "--dry-run"]) == 0, capsys.readouterr().err
+    assert cli.main([*argv, "--dry-run"]) == 0, capsys.readouterr().err
     script = capsys.readouterr().out
     syntax = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True)
     assert syntax.returncode == 0, syntax.stderr
@@ -54,8 +57,9 @@ def test_dry_run_for_4_nodes_of_8_gpus(capsys: pytest.CaptureFixture, tmp_path: 
            "accumulation 8 × data 16." in slurm
     assert "export PROCS_PER_NODE=8" in slurm and "module load cuda/12.4 nccl/2.21" in slurm
     assert "export CONFIG=configs/gpt_1b3.yaml" in slurm
-    assert command_line(slurm, "pretrain.slurm") == ["exec", "bash", str(launch.PRETRAIN_SLURM), f"data.path={store}",
-                                                     "run.name=it's a \"test\""]
+    assert command_line(slurm, "set --") == ["set", "--", f"data.path={store}", "run.name=it's a \"test\""]
+    template = (ROOT / "launch" / "pretrain.slurm").read_text()  # the checkout's link to the packaged template
+    assert slurm.endswith(template.split("\nset -euo pipefail\n", 1)[1])  # embedded below its #SBATCH header
 
     torchrun = command_line(render(capsys, *args, "--launcher", "torchrun"), "torch.distributed.run")
     assert torchrun[torchrun.index("--nnodes") + 1] == "4"
@@ -83,9 +87,10 @@ def test_dry_run_for_4_nodes_of_8_gpus(capsys: pytest.CaptureFixture, tmp_path: 
 def test_plans_that_do_not_fit_the_cluster_are_refused(capsys: pytest.CaptureFixture, tmp_path: Path,
                                                         overrides: list[str], message: str) -> None:
     store = write_random_store(tmp_path / "store", num_documents=10)
-    assert launch.main(["train", "--cluster", str(GPU_PROFILE), "--config", "configs/gpt_1b3.yaml",
-                        f"data.path={store}", *overrides, "--dry-run"]) == 2
+    assert cli.main(["train", "--cluster", str(GPU_PROFILE), "--config", "configs/gpt_1b3.yaml",
+                     f"data.path={store}", *overrides, "--dry-run"]) == 2
     err = capsys.readouterr().err
+    assert err.startswith("roots-launch train: error: ") and err.count("\n") == 1, err
     assert f"configs/gpt_1b3.yaml on {GPU_PROFILE} (4 node(s) × 8 process(es) = 32)" in err
     assert message in err
 
@@ -107,8 +112,8 @@ def test_profile_mistakes_name_the_file_key_and_value(tmp_path: Path, change: di
     profile = yaml.safe_load(GPU_PROFILE.read_text()) | change
     path = tmp_path / "cluster.yaml"
     path.write_text(yaml.safe_dump(profile))
-    with pytest.raises(launch.LaunchError) as err:
-        launch.load_profile(path)
+    with pytest.raises(LaunchError) as err:
+        load_profile(path)
     assert str(err.value).startswith(f"{path}: ") and message in str(err.value)
 
 
@@ -133,9 +138,8 @@ def test_profile_and_config_values_cannot_inject_shell_commands(capsys: pytest.C
     stubs = tmp_path / "stubs"
     for tool in ("module", "sbatch"):
         _stub(stubs / tool, record)
-    pretrain_slurm = tmp_path / "pretrain.slurm"
-    pretrain_slurm.write_text('"$PYTHON" "$CONFIG" "$@"\n')
-    monkeypatch.setattr(launch, "PRETRAIN_SLURM", pretrain_slurm)
+    packaged, stub = launch_render.template, '#!/bin/bash\n#SBATCH --stub\n"$PYTHON" "$CONFIG" "$@"\n'
+    monkeypatch.setattr(launch_render, "template", lambda name: stub if name == "pretrain.slurm" else packaged(name))
     profile = tmp_path / "evil.yaml"
     profile.write_text(yaml.safe_dump({
         "nodes": 1, "procs_per_node": 2, "time": "10", "signal_seconds": 60, "python": str(python),
@@ -181,8 +185,29 @@ def test_deepspeed_multinode_env_must_survive_pdsh_unexpanded(tmp_path: Path) ->
     path.write_text(yaml.safe_dump(profile))
     store = write_random_store(tmp_path / "store", num_documents=10)
     cfg = load_config(str(ROOT / "configs" / "gpt_1b3.yaml"), [f"data.path={store}"])
-    with pytest.raises(launch.LaunchError, match=re.escape("env EVIL = '$(reboot)' cannot pass through DeepSpeed's")):
-        launch.render_training("deepspeed", launch.load_profile(path), "configs/gpt_1b3.yaml", [], cfg, tmp_path)
+    with pytest.raises(LaunchError, match=re.escape("env EVIL = '$(reboot)' cannot pass through DeepSpeed's")):
+        launch_render.render_training("deepspeed", load_profile(path), "configs/gpt_1b3.yaml", [], cfg, tmp_path)
+
+
+def test_every_roots_data_command_of_a_rendered_pipeline_parses(capsys: pytest.CaptureFixture, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each `"$STAGE" ARGS` a pipeline submits, plus the slice flags its embedded template adds in array tasks,
+    is accepted by roots-data's own parser: a flag renamed in data_tools fails here, not on the cluster."""
+    monkeypatch.chdir(tmp_path)
+    script = render(capsys, "data", "--cluster", str(CPU_PROFILE), "--work-dir", "work", "--extract", "jsonl", TINY,
+                    "--extract", "warc", TINY, "--vocab-size", "100", "--array-size", "2")
+    slices = ["--shard-index", "0", "--num-shards", "2"]
+    assert 'args+=(--shard-index "$((SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN))" --num-shards ' \
+           '"$SLURM_ARRAY_TASK_COUNT")' in script  # what the template appends in array tasks
+    commands = []
+    for submission in re.findall(r"^\w+=\$\(submit (.*)\)$", script, flags=re.MULTILINE):
+        words = shlex.split(submission)
+        options, argv = words[:words.index("$STAGE")], words[words.index("$STAGE") + 1:]
+        argv += slices if any(option.startswith("--array=") for option in options) else []
+        roots_data_parser().parse_args(argv)  # argparse exits (failing the test) on an unknown flag or subcommand
+        commands.append(argv[0] if argv[0] != "dedup" else f"dedup {argv[argv.index('--phase') + 1]}")
+    assert commands == ["extract", "extract", "clean", "dedup signatures", "dedup cluster", "dedup filter",
+                        "train-tokenizer", "tokenize", "verify"]
 
 
 def read_run(run: Path) -> tuple[list[int], dict]:
@@ -196,8 +221,8 @@ def test_generated_deepspeed_launcher_script_trains_on_localhost(tmp_path: Path,
     """roots-launch --launcher deepspeed on the local CPU profile: hostfile `localhost slots=2`, 2 gloo processes."""
     store, run, script = write_random_store(tmp_path / "store"), tmp_path / "run", tmp_path / "deepspeed.sh"
     monkeypatch.chdir(tmp_path)
-    assert launch.main(["train", "--cluster", str(CPU_PROFILE), "--launcher", "deepspeed", "--config", TINY,
-                        f"data.path={store}", f"run.output_dir={run}", "train.iters=4", "--output", str(script)]) == 0
+    assert cli.main(["train", "--cluster", str(CPU_PROFILE), "--launcher", "deepspeed", "--config", TINY,
+                     f"data.path={store}", f"run.output_dir={run}", "train.iters=4", "--output", str(script)]) == 0
     result = subprocess.run(["bash", str(script)], env=CLEAN_ENV, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     steps, status = read_run(run)

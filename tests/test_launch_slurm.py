@@ -90,7 +90,7 @@ def test_generated_slurm_job_stops_requeueing_a_run_that_makes_no_progress(slurm
     trainer.chmod(0o755)
     profile = tmp_path / "cluster.yaml"
     profile.write_text(yaml.safe_dump(yaml.safe_load(CPU_PROFILE.read_text()) | {"python": str(trainer)}))
-    submitted = slurm_cluster.run(sys.executable, "-m", "roots_scale.launch", "train", "--cluster", str(profile),
+    submitted = slurm_cluster.run(sys.executable, "-m", "roots_scale.launch.cli", "train", "--cluster", str(profile),
                                   "--config", str(ROOT / "configs/tiny_gpt.yaml"), f"data.path={store}",
                                   f"run.output_dir={run}", "--submit", cwd=tmp_path)
     assert submitted.returncode == 0, submitted.stderr
@@ -121,7 +121,7 @@ def test_generated_data_pipeline_arrays_match_a_local_run(slurm_cluster: SlurmCl
         assert roots_data(argv) == 0, argv
 
     submitted = slurm_cluster.run(
-        sys.executable, "-m", "roots_scale.launch", "data", "--cluster", str(ROOT / "configs/clusters/local_cpu.yaml"),
+        sys.executable, "-m", "roots_scale.launch.cli", "data", "--cluster", str(CPU_PROFILE),
         "--work-dir", "work", "--extract", "wikipedia", wiki, "--extract", "warc", "raw/commoncrawl/*.warc.gz",
         "--vocab-size", "2000", "--array-size", "2", "--stage-args", f"extract={' '.join(split)}", "--submit",
         cwd=tmp_path)

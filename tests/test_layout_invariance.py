@@ -1,5 +1,6 @@
 """The same training run on any layout: ZeRO stages 0-3, and TP=2 × DP=2 on 4 processes (CPU, fp32),
-for GPT-2 style, Llama style and BERT (MLM + sentence order)."""
+for GPT-2 style, Llama style and BERT (MLM + sentence order). Ranks are forked gloo processes
+(tests/in_process.py); real launchers are proven in test_training_layouts and test_launch."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from distributed_helpers import torchrun
+from in_process import pretrain_ranks
 from store_helpers import write_random_store
 
 STEPS = 10
@@ -27,10 +28,9 @@ def train(tmp_path: Path, name: str, nproc: int, style: str, *overrides: str) ->
         write_random_store(store)
     run_dir = tmp_path / name
     preset, style_overrides = STYLES[style]
-    proc = torchrun(nproc, "roots_scale/pretrain.py", "--config", preset, f"train.iters={STEPS}",
-                    "optimizer.warmup_iters=2", f"data.path={store}", f"run.output_dir={run_dir}",
-                    "train.log_interval=1", *style_overrides, *overrides)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    pretrain_ranks(nproc, "--config", preset, f"train.iters={STEPS}", "optimizer.warmup_iters=2",
+                   f"data.path={store}", f"run.output_dir={run_dir}", "train.log_interval=1", *style_overrides,
+                   *overrides)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))
     return [(r["loss"], r["grad_norm"]) for r in records]

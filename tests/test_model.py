@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from distributed_helpers import ROOT, torchrun
-
-WORKER = ROOT / "tests/workers/model_step.py"
+from in_process import run_ok
+from model_step import main as model_step
 
 
 @pytest.mark.slow
@@ -18,8 +17,7 @@ def test_tensor_parallel_matches_single_rank(style: str, tmp_path: Path) -> None
     results = {}
     for tp in (1, 2):
         out = tmp_path / f"tp{tp}.pt"
-        proc = torchrun(tp, WORKER, style, str(out))
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        run_ok(model_step, tp, style, str(out))
         results[tp] = torch.load(out)
     one, two = results[1], results[2]
     assert torch.isfinite(one["loss"])

@@ -1,7 +1,6 @@
 """Worker: one forward/backward of a BERT at TP = world size and at TP = 1 (one launch, regrouped); rank 0
 saves, per TP size, the loss, grad norm, gathered vocab-parallel grads, and the loss of the batch padded further."""
 
-import sys
 
 import torch
 from megatron.core import parallel_state
@@ -68,6 +67,3 @@ def main(out: str) -> None:
         torch.save(results, out)
     destroy_distributed()
 
-
-if __name__ == "__main__":
-    main(*sys.argv[1:])

@@ -7,7 +7,6 @@ shards, exports rank 0's copy, imports it back into a fresh TP model, and rank 0
 """
 
 import random
-import sys
 from pathlib import Path
 
 import torch
@@ -158,6 +157,3 @@ def main(spm_model: str, out_dir: str) -> None:
         torch.save(results, Path(out_dir) / "results.pt")
     destroy_distributed()
 
-
-if __name__ == "__main__":
-    main(*sys.argv[1:])

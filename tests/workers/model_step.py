@@ -1,6 +1,5 @@
 """Worker: one forward/backward of a GPT at TP = world size; rank 0 saves loss, grad norm, embedding grad."""
 
-import sys
 
 import torch
 from tp_grads import gather_vocab_rows, model_grad_norm
@@ -30,6 +29,3 @@ def main(style: str, out: str) -> None:
         torch.save({"loss": loss.detach(), "grad_norm": norm, "embedding_grad": embedding_grad}, out)
     destroy_distributed()
 
-
-if __name__ == "__main__":
-    main(*sys.argv[1:])
