@@ -1,4 +1,5 @@
-# The two commands: `make demo` (the whole path on a laptop CPU) and `make test` (the suite).
+# The two commands: `make demo` (the whole path on a laptop CPU) and `make test` (the suite);
+# `make test-fast` is the edit-test loop: everything not marked slow (multi-process or end to end).
 # Each creates .venv and installs everything first. torch is installed on its own, pinned, so pip
 # never swaps in a CUDA build; point TORCH_PIP_ARGS at another index if your machine needs one,
 # e.g. make demo TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
@@ -14,7 +15,7 @@ TRAIN := OMP_NUM_THREADS=1 $(BIN)/torchrun --standalone --nproc_per_node $(NPROC
 	--config configs/tiny_gpt.yaml data.path=$(DEMO)/store run.output_dir=$(DEMO)/tiny_gpt \
 	train.exit_interval=20
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test test-fast clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +62,9 @@ test: setup
 		if [ -n "$(PYTEST_ARGS)" ]; then echo "make test: no test matched PYTEST_ARGS=$(PYTEST_ARGS)"; exit 0; fi; \
 		echo "make test: pytest collected no tests: the suite is missing"; exit 1; \
 	fi; exit $$rc
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" -q $(PYTEST_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache
