@@ -21,6 +21,7 @@ from typing import Any
 
 from roots_core.atomic import write_bytes_atomic
 from data_tools.errors import DataToolsError
+from data_tools.shards import list_shards
 
 STATS_DIR = ".stats"
 STATS_FILE = "stats.json"
@@ -251,8 +252,6 @@ def add_stage_arguments(parser, input_help: str = "directory of document shards 
 
 def shard_tasks(input_dir: Path) -> list[Task]:
     """One task per document shard in `input_dir`, named by the shard's stem."""
-    from data_tools.shards import list_shards
-
     return [Task(path.stem, path) for path in list_shards(input_dir)]
 
 

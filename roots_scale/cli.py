@@ -18,8 +18,8 @@ SUBCOMMANDS = {  # roots-train NAME ...: module with main(argv) -> exit code
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in SUBCOMMANDS:
-        from roots_scale import pretrain  # training reports its own errors, on every rank, with exit_status.json
+    if not argv or argv[0] not in SUBCOMMANDS:  # training reports its own errors, on every rank
+        from roots_scale import pretrain  # noqa: PLC0415 - loads DeepSpeed, which the subcommands never need
 
         return pretrain.main(argv)
     name = argv[0]

@@ -5,11 +5,10 @@ from __future__ import annotations
 from torch import nn
 
 from roots_scale.config import ModelConfig
+from roots_scale.models.bert import BERT
+from roots_scale.models.gpt import GPT
 
 
 def build_model(cfg: ModelConfig, vocab_rows: int, tensor_parallel_size: int = 1) -> nn.Module:
     """A GPT or BERT (by `cfg.arch`) with `vocab_rows` padded vocabulary rows, this rank's TP slice."""
-    from roots_scale.models.bert import BERT
-    from roots_scale.models.gpt import GPT
-
     return (BERT if cfg.arch == "bert" else GPT)(cfg, vocab_rows, tensor_parallel_size)

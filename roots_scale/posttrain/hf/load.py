@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from megatron.core import parallel_state
 from torch import nn
 
 from roots_scale.config import ModelConfig
@@ -46,8 +47,6 @@ def read_hf_weights(hf_dir: Path) -> Tensors:
 
 def full_shapes(model: nn.Module) -> dict[str, torch.Size]:
     """Each parameter's unsharded shape: its tensor-parallel slice times the TP size along the partition dim."""
-    from megatron.core import parallel_state
-
     tp_size = parallel_state.get_tensor_model_parallel_world_size()
     shapes = {}
     for name, param in model.named_parameters():
