@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from distributed_helpers import ROOT, torchrun
+from in_process import ROOT, RankResult, pretrain_ranks
 from roots_scale.config import ConfigError, load_config, save_config, validate
 from roots_scale.training.metrics import format_console, tensorboard_tag
 from store_helpers import write_random_store
@@ -19,11 +19,9 @@ TRAIN_FIELDS = {"loss", "lr", "grad_norm", "consumed_samples", "skipped_steps", 
 VALID_FIELDS = {"valid_loss", "valid_ppl"}
 
 
-def train(run_dir: Path, store: Path, *overrides: str, nproc: int = 2, expect: int = 0):
-    proc = torchrun(nproc, "roots_scale/pretrain.py", "--config", "configs/tiny_gpt.yaml", f"data.path={store}",
-                    f"run.output_dir={run_dir}", "train.log_interval=1", *overrides, timeout=120)
-    assert proc.returncode == expect, proc.stderr[-3000:]
-    return proc
+def train(run_dir: Path, store: Path, *overrides: str, nproc: int = 2, expect: int = 0) -> list[RankResult]:
+    return pretrain_ranks(nproc, "--config", "configs/tiny_gpt.yaml", f"data.path={store}",
+                          f"run.output_dir={run_dir}", "train.log_interval=1", *overrides, expect=expect, timeout=120)
 
 
 def records(run_dir: Path) -> list[dict]:
@@ -79,8 +77,9 @@ def test_metrics_tensorboard_console_and_validation_leave_training_unchanged(tmp
         logged = [(e.step, e.value) for e in events.Scalars(tensorboard_tag(field))]
         assert logged == [(m["step"], pytest.approx(m[field], rel=1e-6)) for m in metrics if field in m], field
 
-    lines = [line for line in monitored.stdout.splitlines() if line.startswith("step ")]
-    assert len(lines) == steps  # rank 0 only
+    lines = [line for line in monitored[0].output.splitlines() if line.startswith("step ")]
+    assert len(lines) == steps
+    assert not [line for line in monitored[1].output.splitlines() if line.startswith("step ")]  # rank 0 only
     assert lines[2].startswith("step 3/6 | loss ") and " tok/s | " in lines[2] and "| MFU " in lines[2]
     assert lines[2].endswith(f"| valid loss {valid[0]['valid_loss']:.3f} | valid ppl {valid[0]['valid_ppl']:.2f}")
 
@@ -94,12 +93,12 @@ def test_exit_duration_saves_stops_and_the_same_command_continues(tmp_path: Path
     store = write_random_store(tmp_path / "store")
     run = tmp_path / "run"
     budget = ["train.iters=8", "train.exit_duration_minutes=0.001"]  # spent before the first step ends
-    first = train(run, store, *budget, expect=1)  # each worker exits 3; torchrun reports any non-zero as 1
-    assert "stopped after the exit-duration budget (exit code 3); rerun the same command to continue" in first.stdout
+    first = train(run, store, *budget, expect=3)
+    assert "stopped after the exit-duration budget (exit code 3); rerun the same command to continue" in first[0].output
     assert json.loads((run / "exit_status.json").read_text())["requeue"] is True
     assert (run / "checkpoints" / "latest").read_text().strip() == "iter_0000001"
-    second = train(run, store, *budget, expect=1)
-    assert "resumed from step 1" in second.stdout and "exit-duration budget" in second.stdout
+    second = train(run, store, *budget, expect=3)
+    assert "resumed from step 1" in second[0].output and "exit-duration budget" in second[0].output
     assert (run / "checkpoints" / "latest").read_text().strip() == "iter_0000002"
     assert [m["step"] for m in records(run)] == [1, 2]
 

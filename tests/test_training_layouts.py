@@ -1,4 +1,5 @@
-"""Training through DeepSpeed computes the same thing on any layout and under either launcher."""
+"""Training through DeepSpeed computes the same thing on any layout and under either launcher (real torchrun
+and the real `deepspeed` launcher; the one-process reference and the blend run on forked ranks)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from distributed_helpers import ROOT, torchrun
+from in_process import pretrain_ranks
 from store_helpers import write_random_store
 
 STEPS = 8
@@ -27,17 +29,12 @@ def losses(run_dir: Path) -> list[tuple[float, float]]:
 def test_tensor_and_data_parallel_match_one_process(tmp_path: Path) -> None:
     store = write_random_store(tmp_path / "store")
     data = [f"data.path={store}"]
-    runs = {
-        # (processes, overrides): each has global batch 8 = micro 4 × accumulation × DP
-        "tp1": (1, ["train.gradient_accumulation_steps=2"]),
-        "tp2": (2, ["train.gradient_accumulation_steps=2", "parallel.tensor=2"]),
-    }
-    results = {}
-    for name, (nproc, overrides) in runs.items():
-        proc = torchrun(nproc, "roots_scale/pretrain.py", *COMMON, *data, *overrides,
-                        f"run.output_dir={tmp_path / name}")
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        results[name] = losses(tmp_path / name)
+    # each run has global batch 8 = micro 4 × accumulation × DP
+    pretrain_ranks(1, *COMMON, *data, "train.gradient_accumulation_steps=2", f"run.output_dir={tmp_path / 'tp1'}")
+    proc = torchrun(2, "roots_scale/pretrain.py", *COMMON, *data, "train.gradient_accumulation_steps=2",
+                    "parallel.tensor=2", f"run.output_dir={tmp_path / 'tp2'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = {name: losses(tmp_path / name) for name in ("tp1", "tp2")}
 
     deepspeed_launcher = Path(sys.executable).parent / "deepspeed"
     proc = subprocess.run(
@@ -58,9 +55,7 @@ def test_training_on_a_blend_file(tmp_path: Path) -> None:
     stores = [write_random_store(tmp_path / f"store{i}", seed=i) for i in range(2)]
     blend = tmp_path / "blend.yaml"
     blend.write_text("datasets:\n" + "".join(f"  - {{path: {p.name}, weight: {w}}}\n" for p, w in zip(stores, (1, 3))))
-    proc = torchrun(2, "roots_scale/pretrain.py", *COMMON, f"data.path={blend}", "data.num_workers=1",
-                    f"run.output_dir={tmp_path / 'run'}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    pretrain_ranks(2, *COMMON, f"data.path={blend}", "data.num_workers=1", f"run.output_dir={tmp_path / 'run'}")
     assert len(losses(tmp_path / "run")) == STEPS
     cached = [p.name for p in (tmp_path / "run" / "index_cache").iterdir()]
     assert len(cached) == 3  # one index per store plus the interleave, built once and shared by both ranks

@@ -1,7 +1,8 @@
-"""The real training entry point with faults injected through the trainer's own hooks, for failure tests.
+"""Faults injected through the trainer's own hooks, for failure tests; as a script, the real training entry
+point with the faults named in the environment (for jobs a test kills under real torchrun).
 
-FAULT_NAN_STEPS="3,5-": the training loss is NaN at step 3 and from step 5 on (a callback multiplies the
-model's training loss by NaN through a forward hook, so the gradients are NaN too).
+`NaNLoss(nan_steps("3,5-"))`: the training loss is NaN at step 3 and from step 5 on (the model's training loss
+is multiplied by NaN through a forward hook, so the gradients are NaN too).
 FAULT_STALL_SAVE_STEP=4: rank 1 stalls in the middle of saving step 4 (after writing its own engine and RNG
 files, before the checkpoint is published), after touching FAULT_MARKER, so the test can SIGKILL the job mid-save.
 Everything else is the real entry point, engine and checkpoint code.
@@ -70,8 +71,6 @@ class StallSave(Callback):
 
 def faults_from_environment() -> list[Callback]:
     faults: list[Callback] = []
-    if os.environ.get("FAULT_NAN_STEPS"):
-        faults.append(NaNLoss(nan_steps(os.environ["FAULT_NAN_STEPS"])))
     if os.environ.get("FAULT_STALL_SAVE_STEP"):
         faults.append(StallSave(int(os.environ["FAULT_STALL_SAVE_STEP"]), Path(os.environ["FAULT_MARKER"])))
     return faults
