@@ -1,7 +1,7 @@
 """The `roots-data` command line: one subcommand per pipeline stage.
 
-Errors the user can fix (any RootsError: DataToolsError, TokenStoreError, TokenizerError) print their message and exit 2,
-with no traceback; `verify` exits 1 when the store has problems.
+Errors the user can fix (any RootsError: DataToolsError, TokenStoreError, TokenizerError) print their
+message and exit 2, with no traceback; `verify` exits 1 when the store has problems.
 """
 
 from __future__ import annotations

@@ -72,7 +72,8 @@ def test_imports_go_downward(path: Path) -> None:
         if there is None or there == here:
             continue
         if imported.split(".")[0] != here.split(".")[0] and "roots_core" not in (there, here):
-            upward.append(f"line {line}: {imported} ({here} and {there} are separate halves: share code via roots_core)")
+            upward.append(f"line {line}: {imported} ({here} and {there} are separate halves: "
+                          "share code via roots_core)")
         elif layer_of(there) >= layer_of(here):
             upward.append(f"line {line}: {imported} ({there} is not below {here})")
     assert not upward, f"{path.relative_to(ROOT)} imports upward or sideways: " + "; ".join(upward)

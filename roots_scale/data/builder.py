@@ -16,7 +16,14 @@ from roots_core.token_store import TokenStore, read_manifest
 from roots_scale.config import Config
 from roots_scale.data import SampleSource
 from roots_scale.data.bert_dataset import BERTDataset
-from roots_scale.data.blending import BlendedDataset, BlendSpec, blend_weights, is_blend_file, load_blend, samples_per_dataset
+from roots_scale.data.blending import (
+    BlendedDataset,
+    BlendSpec,
+    blend_weights,
+    is_blend_file,
+    load_blend,
+    samples_per_dataset,
+)
 from roots_scale.data.errors import DatasetError
 from roots_scale.data.gpt_dataset import GPTDataset
 from roots_scale.data.splits import split_documents

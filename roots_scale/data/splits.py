@@ -27,7 +27,8 @@ def split_documents(num_documents: int, split: str, seed: int = SPLIT_SEED,
     ratios = np.array(parse_split(split))
     wanted = int((ratios > 0).sum())
     if num_documents < wanted:
-        raise SplitError(f"{source + ': ' if source else ''}split {split!r} needs at least {wanted} documents (one per split with a share) "
+        raise SplitError(f"{source + ': ' if source else ''}split {split!r} needs at least {wanted} documents "
+                         "(one per split with a share) "
                          f"but the store has {num_documents}")
     sizes = _split_sizes(num_documents, ratios)
     order = np.random.default_rng(seed).permutation(num_documents)
