@@ -171,20 +171,47 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
     raw: dict[str, Any] = {}
     origin = "defaults"
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        origin = str(path)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path} is not valid YAML: {err}") from err
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
-    cfg = _build(Config, raw, prefix="", origin=origin)
+        raw, origin = read_yaml_mapping(path, "config file"), str(path)
+    cfg = build_typed(Config, raw, origin)
     for item in parse_overrides(overrides):
         apply_override(cfg, *item)
     return cfg
+
+
+def read_yaml_mapping(path: str | Path, what: str, error: type[RootsError] = ConfigError) -> dict[str, Any]:
+    """The mapping a YAML file holds (empty for an empty file); `error` naming the file if it has none."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise error(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise error(f"{path} must hold a mapping of keys, got {type(raw).__name__}")
+    return raw
+
+
+def build_typed(cls: type, raw: Mapping[str, Any], origin: str, error: type[RootsError] = ConfigError,
+                prefix: str = "", **fixed: Any) -> Any:
+    """A `cls` dataclass from a YAML mapping, nested dataclasses from nested mappings, every value checked
+    against its annotation (`check_value`). `fixed` fields are set by the caller, never read from `raw`.
+    Any mistake is an `error` naming `origin`, the dotted key and the value; an unknown key names the
+    closest valid one. The one typed loader for configs and cluster profiles."""
+    hints = typing.get_type_hints(cls)
+    names = [name for name in _field_names(cls) if name not in fixed]
+    kwargs: dict[str, Any] = dict(fixed)
+    for key, value in raw.items():
+        if key not in names:
+            raise error(_unknown_key_message(prefix + str(key), names, prefix, origin))
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind):
+            if not isinstance(value, Mapping):
+                raise error(f"{origin}: '{prefix}{key}' must be a mapping of keys, got {value!r}")
+            kwargs[key] = build_typed(kind, value, origin, error, f"{prefix}{key}.")
+        else:
+            kwargs[key] = check_value(value, kind, f"{origin}: '{prefix}{key}' = {value!r}", error)
+    return cls(**kwargs)
 
 
 def parse_overrides(args: Sequence[str]) -> list[tuple[str, str]]:
@@ -222,25 +249,8 @@ def apply_override(cfg: Config, dotted: str, raw_value: str) -> None:
     section = _lookup(cfg, section_name, "", origin)
     hints = typing.get_type_hints(type(section))
     _lookup(section, key, section_name + ".", origin)
-    value = _coerce(yaml.safe_load(raw_value), hints[key], f"{section_name}.{key}", origin)
-    setattr(section, key, value)
-
-
-def _build(cls: type, raw: Mapping[str, Any], prefix: str, origin: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = _field_names(cls)
-    kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in names:
-            raise ConfigError(_unknown_key_message(prefix + str(key), names, prefix, origin))
-        kind = hints[key]
-        if dataclasses.is_dataclass(kind):
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{origin}: '{prefix}{key}' must be a mapping of keys, got {value!r}")
-            kwargs[key] = _build(kind, value, f"{prefix}{key}.", origin)
-        else:
-            kwargs[key] = _coerce(value, kind, prefix + key, origin)
-    return cls(**kwargs)
+    value = yaml.safe_load(raw_value)
+    setattr(section, key, check_value(value, hints[key], f"{origin}: '{section_name}.{key}' = {value!r}"))
 
 
 def _lookup(obj: Any, key: str, prefix: str, origin: str) -> Any:
@@ -261,44 +271,61 @@ def _unknown_key_message(key: str, valid: list[str], prefix: str, origin: str) -
     return f"{origin}: unknown key '{key}'{hint} Valid keys here: {', '.join(valid)}"
 
 
-def _coerce(value: Any, kind: Any, key: str, origin: str) -> Any:
-    """Check `value` against the annotation `kind`; accept only lossless conversions."""
-    where = f"{origin}: '{key}' = {value!r}"
+def _scalar(value: Any) -> bool:
+    """A YAML value that may stand in a list or map of strings (numbers are written as strings)."""
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+
+
+def check_value(value: Any, kind: Any, where: str, error: type[RootsError] = ConfigError) -> Any:
+    """`value` checked against the annotation `kind`, converted only where nothing is lost (a number to a
+    float; numbers in a list or map of strings to strings); otherwise `error` saying what was expected."""
     origin_type = typing.get_origin(kind)
     if origin_type in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(kind) if a is not type(None)]
         if value is None:
             return None
-        return _coerce(value, options[0], key, origin)
+        return check_value(value, options[0], where, error)
+    if value is None:
+        raise error(f"{where}: a value is required")
     if origin_type is Literal:
         choices = typing.get_args(kind)
         if value not in choices:
-            raise ConfigError(f"{where} is not one of {', '.join(map(repr, choices))}")
+            raise error(f"{where} is not one of {', '.join(map(repr, choices))}")
         return value
+    if origin_type is list:
+        if not isinstance(value, list) or not all(map(_scalar, value)):
+            raise error(f"{where}: expected a list of strings")
+        return [str(item) for item in value]
+    if origin_type is dict and typing.get_args(kind)[1] is str:
+        if not isinstance(value, dict) or not all(isinstance(k, str) and _scalar(v) for k, v in value.items()):
+            raise error(f"{where}: expected a mapping of names to strings or numbers")
+        return {k: str(v) for k, v in value.items()}
     if origin_type is dict or kind is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping")
+            raise error(f"{where}: expected a mapping")
         return value
     if kind is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false")
+            raise error(f"{where}: expected true or false")
         return value
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer")
+            raise error(f"{where}: expected an integer")
         return value
     if kind is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number")
+            raise error(f"{where}: expected a number")
         try:
             return float(value)  # YAML reads 3e-4 (no dot) as a string
         except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected a number") from None
+            raise error(f"{where}: expected a number") from None
     if kind is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise error(f"{where}: expected a string; quote it (YAML reads an unquoted 24:00:00 as a number)")
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string")
+            raise error(f"{where}: expected a string")
         return value
-    raise ConfigError(f"{where}: unsupported type {kind}")  # a new field type needs a rule here
+    raise error(f"{where}: unsupported type {kind}")  # a new field type needs a rule here
 
 
 # --------------------------------------------------------------------------- validation

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).parent / "torchrun"
@@ -29,8 +32,24 @@ def torchrun(nproc: int, script: Path | str, *args: str, timeout: int = 600,
 
 def torchrun_background(nproc: int, script: Path | str, *args: str, log: Path,
                         env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start torchrun in its own process group (so a test can signal or kill the whole job), output to `log`."""
+    """Start torchrun in a session of its own, output to `log`; `signal_job` signals it and all its workers."""
     command, run_env = torchrun_command(nproc, script, *args, env=env)
     with open(log, "w") as handle:
         return subprocess.Popen(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, env=run_env,
                                 start_new_session=True)
+
+
+def signal_job(job: subprocess.Popen, number: signal.Signals) -> None:
+    """Send `number` to a launcher and every process under it at once, as a node crash (SIGKILL) or a
+    scheduler (SIGTERM to every task) would. torchrun starts each worker in a session of its own, so
+    signalling the launcher's process group would reach the launcher alone and orphan its workers."""
+    processes = [psutil.Process(job.pid), *psutil.Process(job.pid).children(recursive=True)]
+    for process in processes:
+        try:
+            process.send_signal(number)
+        except psutil.NoSuchProcess:
+            pass
+    if number == signal.SIGKILL:
+        job.wait(timeout=60)
+        _, alive = psutil.wait_procs(processes, timeout=60)
+        assert not alive, f"still running after SIGKILL: {alive}"

@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from distributed_helpers import ROOT, torchrun_background
+from distributed_helpers import ROOT, signal_job, torchrun_background
 from faulty_pretrain import NaNLoss, nan_steps
 from in_process import pretrain_ranks
 from store_helpers import write_random_store
@@ -71,8 +71,7 @@ def wait_for(predicate, job: subprocess.Popen, log: Path, timeout: float = 180.0
 
 
 def kill_job(job: subprocess.Popen) -> None:
-    os.killpg(job.pid, signal.SIGKILL)
-    job.wait(timeout=60)
+    signal_job(job, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +135,7 @@ def test_sigterm_saves_and_exits_with_the_requeue_code_and_rerun_continues(tmp_p
     log = tmp_path / "job.log"
     job = torchrun_background(2, PRETRAIN, *run_args("gpt", store, run), log=log)
     wait_for(lambda: logged_steps(run) >= 3, job, log)
-    os.killpg(job.pid, signal.SIGTERM)  # what SLURM does at a time limit, to every process of the step
+    signal_job(job, signal.SIGTERM)  # what SLURM does at a time limit, to every process of the step
     job.wait(timeout=120)
     status = exit_status(run)
     assert status["reason"] == "preempted" and status["requeue"] and status["exit_code"] == 3, status

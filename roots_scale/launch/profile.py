@@ -7,19 +7,16 @@ characters are refused everywhere; the renderers shell-quote every other value.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import sys
-import types
-import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from roots_core.errors import RootsError
+from roots_scale.config import build_typed, read_yaml_mapping
 
 DIRECTIVE_VALUE = re.compile(r"[A-Za-z0-9_.,:=+@%/-]+")  # what an #SBATCH value may hold: no spaces, quotes or `$`
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
@@ -85,55 +82,10 @@ def load_profile(path: str | Path) -> ClusterProfile:
         hint = f"profiles in {path.parent}: {', '.join(known)}" if known else \
             f"{path.parent} holds no .yaml profiles (the repository's are in configs/clusters)"
         raise LaunchError(f"cluster profile {path} does not exist; {hint}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise LaunchError(f"{path} is not valid YAML: {err}") from err
-    if not isinstance(raw, dict):
-        raise LaunchError(f"{path} must hold a mapping of keys, got {type(raw).__name__}")
-    hints = typing.get_type_hints(ClusterProfile)
-    names = [f.name for f in dataclasses.fields(ClusterProfile) if f.name != "source"]
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise LaunchError(f"{path}: unknown key '{key}'{hint} (valid keys: {', '.join(names)})")
-        values[key] = _typed(value, hints[key], f"{path}: '{key}' = {value!r}")
-    profile = ClusterProfile(source=str(path), **values)
+    raw = read_yaml_mapping(path, "cluster profile", LaunchError)
+    profile = build_typed(ClusterProfile, raw, str(path), LaunchError, source=str(path))
     _check_profile(profile)
     return profile
-
-
-def _typed(value: Any, hint: Any, where: str) -> Any:
-    """`value` if it has the annotated type; numbers in string lists and maps become strings."""
-    optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
-    kind = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
-    if value is None:
-        if optional:
-            return None
-        raise LaunchError(f"{where}: a value is required")
-    if kind is bool and isinstance(value, bool):
-        return value
-    if kind is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if kind is str and isinstance(value, str):
-        return value
-    if kind is str and isinstance(value, int) and not isinstance(value, bool):
-        raise LaunchError(f"{where}: expected a string; quote it (YAML reads an unquoted 24:00:00 as a number)")
-    if typing.get_origin(kind) is list and isinstance(value, list) and all(map(_scalar, value)):
-        return [str(v) for v in value]
-    if typing.get_origin(kind) is dict and isinstance(value, dict) \
-            and all(isinstance(k, str) and _scalar(v) for k, v in value.items()):
-        return {k: str(v) for k, v in value.items()}
-    expected = {bool: "true or false", int: "an integer", str: "a string"}.get(
-        kind, "a list of strings" if typing.get_origin(kind) is list else "a mapping of names to strings or numbers")
-    raise LaunchError(f"{where}: expected {expected}")
-
-
-def _scalar(value: Any) -> bool:
-    """A YAML value that may stand in a list or map of strings (numbers are written as strings)."""
-    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
 
 
 def _strings(value: Any) -> Iterator[str]:
