@@ -91,6 +91,14 @@ def fit(run_dir: str, store: str, extra: list[Callback], *overrides: str) -> tup
         destroy_distributed()
 
 
+def assert_stopped_and_saved(ranks: list, reason: str, step: int, requeue: bool) -> None:
+    """Every rank stopped after `step` for `reason`, and that step's checkpoint is the latest."""
+    for rank in ranks:
+        result, latest, _ = rank.value
+        assert (result.reason, result.step, result.requeue) == (reason, step, requeue)
+        assert latest == f"iter_{step:07d}"
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
     return write_random_store(tmp_path_factory.mktemp("data") / "store", num_documents=60, max_length=80)
@@ -111,10 +119,7 @@ def test_hooks_run_once_per_step_in_order_on_every_rank(tmp_path: Path, store: P
 
 def test_a_callback_can_stop_the_run_and_the_stop_is_checkpointed(tmp_path: Path, store: Path) -> None:
     ranks = run_ok(lambda: fit(str(tmp_path / "run"), str(store), [StopAt(2)], "train.iters=5"), 2)
-    for rank in ranks:
-        result, latest, _ = rank.value
-        assert (result.reason, result.step, result.requeue) == ("asked", 2, False)
-        assert latest == "iter_0000002"
+    assert_stopped_and_saved(ranks, "asked", 2, requeue=False)
 
     resumed = run_ok(lambda: fit(str(tmp_path / "run"), str(store), [Recorder()], "train.iters=5"), 2)
     for rank in resumed:
@@ -125,7 +130,4 @@ def test_a_callback_can_stop_the_run_and_the_stop_is_checkpointed(tmp_path: Path
 
 def test_a_signal_that_reaches_one_rank_stops_every_rank_after_the_same_step(tmp_path: Path, store: Path) -> None:
     ranks = run_ok(lambda: fit(str(tmp_path / "run"), str(store), [SignalOneRank(2)], "train.iters=6"), 2)
-    for rank in ranks:
-        result, latest, _ = rank.value
-        assert (result.reason, result.step, result.requeue) == ("preempted", 2, True)
-        assert latest == "iter_0000002"
+    assert_stopped_and_saved(ranks, "preempted", 2, requeue=True)
