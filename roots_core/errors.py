@@ -18,3 +18,7 @@ class TokenStoreError(RootsError):
 
 class TokenizerError(RootsError):
     """A tokenizer model that cannot be read or does not have roots_scale's fixed special ids."""
+
+
+class LockError(RootsError):
+    """A directory that another live process holds exclusively (a second job on the same run directory)."""

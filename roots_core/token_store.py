@@ -375,6 +375,9 @@ def verify_store(directory: str | os.PathLike[str]) -> list[str]:
     listed = {entry["name"] for entry in manifest["files"]}
     unlisted = sorted(path for path in directory.glob(f"*{SUFFIX}") if path.name not in listed)
     problems += [f"{path} is not listed in the manifest" for path in unlisted]
+    if not problems and manifest["num_documents"] == 0:
+        problems.append(f"{directory} holds no documents: nothing could be trained on it "
+                        "(did every document fail the cleaning or deduplication stages?)")
     return problems
 
 

@@ -133,6 +133,7 @@ class CheckpointConfig:
     keep_every: int | None = None  # also keep every checkpoint whose step is a multiple of this, forever
     layout_free: bool = True  # also save full weights + moments per TP rank: resume on another layout, export
     allow_data_change: bool = False  # resume even if the data or tokenizer fingerprints differ from the checkpoint
+    allow_config_change: bool = False  # resume even if the model or the data order differs from the checkpoint's
 
 
 @dataclass

@@ -8,12 +8,13 @@ ends the same way on every rank: one line on stderr, exit code 2, and `exit_stat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python roots_scale/pretrain.py`: import the package, not its folder
@@ -27,7 +28,8 @@ warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.* is depreca
 import torch.distributed as dist  # noqa: E402
 
 from roots_core.atomic import write_text_atomic  # noqa: E402
-from roots_core.errors import RootsError  # noqa: E402
+from roots_core.errors import LockError, RootsError  # noqa: E402
+from roots_core.lock import DirectoryLock  # noqa: E402
 from roots_scale.config import BatchPlan, Config, load_config, validate  # noqa: E402
 from roots_scale.distributed import LaunchEnv, destroy_distributed, discover_launch_env, init_distributed  # noqa: E402
 from roots_scale.run import build_run  # noqa: E402
@@ -82,18 +84,43 @@ def main(argv: list[str] | None = None, extra_callbacks: Sequence[Callback] = ()
 
 def train(cfg: Config, plan: BatchPlan, launch: LaunchEnv, started_at: float | None = None,
           extra_callbacks: Sequence[Callback] = ()) -> FitResult:
-    """Build the run on an initialized world and fit it; rank 0 prints where everything is."""
-    run = build_run(cfg, plan, launch, started_at, extra_callbacks)
-    result = run.trainer.fit()
+    """Build the run on an initialized world and fit it, holding the run directory; rank 0 prints where
+    everything is."""
+    run_dir = Path(cfg.run.output_dir)
+    with hold_run_directory(run_dir, launch.rank):
+        if launch.rank == 0:
+            (run_dir / EXIT_STATUS_FILE).unlink(missing_ok=True)  # it describes an earlier attempt
+        run = build_run(cfg, plan, launch, started_at, extra_callbacks)
+        result = run.trainer.fit()
     if launch.rank == 0:
         _print_summary(Path(cfg.run.output_dir), result, sum(p.numel() for p in run.model.parameters()), launch, plan)
     return result
 
 
+@contextlib.contextmanager
+def hold_run_directory(run_dir: Path, rank: int) -> Iterator[None]:
+    """Collective: rank 0 locks the run directory for the run's life; if another job holds it, every rank
+    raises LockError (rank 0's names the holder) before anything in the directory is touched."""
+    lock = DirectoryLock(run_dir)
+    refusal = [None]
+    if rank == 0:
+        try:
+            lock.acquire()
+        except LockError as err:
+            refusal = [str(err)]
+    dist.broadcast_object_list(refusal, src=0)
+    if refusal[0] is not None:
+        raise LockError(refusal[0] if rank == 0 else f"{run_dir} is in use by another job (rank 0 names it)")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def _fail(cfg: Config | None, rank: int, err: RootsError, code: int, reason: str) -> int:
     """Every rank: one line on stderr (rank 0 unlabelled, others with their rank). Rank 0 records the status."""
     print(f"roots-train: error: {err}" if rank == 0 else f"roots-train (rank {rank}): error: {err}", file=sys.stderr)
-    if rank == 0 and cfg is not None:
+    if rank == 0 and cfg is not None and not isinstance(err, LockError):  # a locked directory is another job's
         try:
             write_exit_status(Path(cfg.run.output_dir), reason, None, False, code, str(err))
         except OSError as write_err:

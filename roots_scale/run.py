@@ -119,14 +119,18 @@ def build_run(cfg: Config, plan: BatchPlan, launch: LaunchEnv, started_at: float
     run_dir = Path(cfg.run.output_dir)
     if launch.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
     dist.barrier()
     data = build_data(cfg, plan, run_dir)
     vocab = padded_vocab_size(cfg.model.vocab_size or data.sources.vocab_size, cfg.model.make_vocab_size_divisible_by)
     identity = RunIdentity(Layout(cfg.parallel.tensor, plan.data_parallel_size, effective_zero_stage(cfg, plan)),
                            data.sources.fingerprints())
     checkpoints = CheckpointManager(run_dir / "checkpoints", cfg.checkpoint, identity, cfg)
-    fresh = checkpoints.latest_tag() is None
+    resume_from = checkpoints.latest_tag()
+    if resume_from is not None:
+        checkpoints.check_resumable(resume_from)  # before config.yaml takes this run's values
+    if launch.rank == 0:
+        save_config(cfg, run_dir / "config.yaml")
+    fresh = resume_from is None
     model, engine = build_engine(cfg, plan, vocab, init_from_hf=bool(cfg.model.init_from_hf) and fresh)
 
     t = cfg.train

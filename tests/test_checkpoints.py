@@ -230,3 +230,50 @@ def test_retention_keeps_the_last_k_and_every_mth(tmp_path: Path, store: Path) -
     kept = sorted(p.name for p in (run / "checkpoints").glob("iter_*"))
     assert kept == ["iter_0000004", "iter_0000008", "iter_0000009"]
     assert not list((run / "checkpoints").glob(".deleting-*"))
+
+
+DAMAGED_LATEST = {  # what happens to `latest` (or the checkpoint it names) -> the note, the step resumed from
+    "missing": (lambda d: (d / "latest").unlink(), "latest is missing", 4),
+    "random_bytes": (lambda d: (d / "latest").write_bytes(b"\xff\xfe\x00garbage"), "latest is unreadable", 4),
+    "names_an_incomplete_folder": (lambda d: (d / "iter_0000004" / "rng_state_rank00001.pt").unlink(),
+                                   "names iter_0000004, which is incomplete (missing rng_state_rank00001.pt)", 2),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGED_LATEST))
+def test_a_damaged_latest_resumes_from_the_newest_complete_checkpoint(tmp_path: Path, store: Path, damage: str,
+                                                                     straight_gpt) -> None:
+    run = tmp_path / "run"
+    finish(*run_args("gpt", store, run, "train.exit_interval=4"))
+    harm, note, step = DAMAGED_LATEST[damage]
+    harm(run / "checkpoints")
+    output = finish(*run_args("gpt", store, run))
+    assert note in output and f"resuming from the newest complete checkpoint, iter_{step:07d}" in output, output
+    assert f"resumed from step {step}" in output
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    last_loss_per_step = {r["step"]: r["loss"] for r in records}  # steps after the resume point were logged twice
+    assert list(last_loss_per_step.values()) == straight_gpt  # and continue exactly as if never interrupted
+
+
+@pytest.mark.parametrize("change", ["model.num_attention_heads=2", "model.hidden_size=32", "train.seed=7"])
+def test_a_changed_model_or_data_order_is_refused_before_anything_is_written(tmp_path: Path, store: Path,
+                                                                            change: str) -> None:
+    run = tmp_path / "run"
+    finish(*run_args("gpt", store, run, "train.exit_interval=2"))
+    config_before = (run / "config.yaml").read_text()
+    key, value = change.split("=")
+    refused = finish(*run_args("gpt", store, run, change), expect=2)
+    assert f"differs from checkpoint {run / 'checkpoints' / 'iter_0000002'}'s in what it trains: {key}:" in refused
+    assert f"-> {value}" in refused and "checkpoint.allow_config_change=true" in refused
+    assert "Traceback" not in refused
+    assert (run / "config.yaml").read_text() == config_before  # the rejected config was never written
+    if key == "model.num_attention_heads":  # same shapes: continuing is possible, on purpose
+        allowed = finish(*run_args("gpt", store, run, change, "checkpoint.allow_config_change=true"))
+        assert "resumed from step 2" in allowed
+
+
+def test_a_longer_run_and_another_schedule_resume_freely(tmp_path: Path, store: Path) -> None:
+    run = tmp_path / "run"
+    finish(*run_args("gpt", store, run, "train.exit_interval=2"))
+    output = finish(*run_args("gpt", store, run, "train.iters=10", "optimizer.lr=1e-4", "train.log_interval=2"))
+    assert "resumed from step 2" in output

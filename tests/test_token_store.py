@@ -19,6 +19,7 @@ from roots_core.token_store import (
     dataset_fingerprint,
     verify_store,
 )
+from store_helpers import write_random_store
 
 SPECIAL = {"pad": 0, "unk": 1, "eod": 2, "mask": 3, "cls": 4, "sep": 5}
 RNG = np.random.default_rng(0)
@@ -188,3 +189,9 @@ def test_verify_catches_count_mismatch_and_unlisted_files(store_path, tmp_path):
     assert any("stray.arrow is not listed in the manifest" in p for p in problems)
     with pytest.raises(TokenStoreError, match="b.arrow holds 4 documents / 16 tokens"):
         TokenStore(store_path)
+
+
+def test_verify_flags_a_store_without_documents(tmp_path):
+    empty = write_random_store(tmp_path / "empty", num_documents=0, files=1)
+    (problem,) = verify_store(empty)
+    assert problem.startswith(f"{empty} holds no documents")

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from roots_core.errors import RootsError
@@ -19,6 +20,7 @@ META = "meta.yaml"
 CONFIG = "config.yaml"
 CONSOLIDATED = "layout_free"
 TAG_PREFIX = "iter_"
+TAG_PATTERN = re.compile(TAG_PREFIX + r"\d{7}")  # tag_for_step's names
 
 
 class CheckpointError(RootsError):

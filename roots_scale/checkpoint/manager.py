@@ -32,13 +32,15 @@ from roots_scale.checkpoint.files import (
     CONSOLIDATED,
     LATEST,
     META,
+    TAG_PATTERN,
     TAG_PREFIX,
     CheckpointError,
     rng_file,
     tag_for_step,
 )
 from roots_scale.checkpoint.rng import capture_rng_state, restore_rng_state
-from roots_scale.config import CheckpointConfig, Config, save_config
+from roots_scale.checkpoint.compatibility import refused_changes
+from roots_scale.config import CheckpointConfig, Config, load_config, save_config
 from roots_scale.models.tensor_parallel import ModelError
 
 
@@ -70,14 +72,52 @@ class CheckpointManager:
         self.on_files_written: list[Callable[[Path], None]] = []  # called on every rank before publishing
 
     def latest_tag(self) -> str | None:
+        """The checkpoint a run resumes from (see `resume_point`); None for a fresh start."""
+        return self.resume_point()[0]
+
+    def resume_point(self) -> tuple[str | None, str | None]:
+        """(tag, note): the complete checkpoint `latest` names; or, when `latest` is missing, unreadable or
+        names an incomplete folder, the newest complete checkpoint with a note saying why. Never a fresh
+        start while a complete checkpoint exists."""
         pointer = self.directory / LATEST
-        if not pointer.is_file():
-            return None
-        tag = pointer.read_text().strip()
-        if not (self.directory / tag / META).is_file():
-            raise CheckpointError(f"{pointer} names checkpoint {tag!r}, but {self.directory / tag / META} does not "
-                                  f"exist; restore that folder or point '{LATEST}' at an older complete one")
-        return tag
+        problem = f"{pointer} is missing"
+        if pointer.is_file():
+            try:
+                tag = pointer.read_text().strip()
+            except (OSError, UnicodeDecodeError) as err:
+                tag, problem = None, f"{pointer} is unreadable ({err})"
+            if tag is not None:
+                missing = self.missing_files(self.directory / tag) if TAG_PATTERN.fullmatch(tag) else None
+                if missing == []:
+                    return tag, None
+                problem = (f"{pointer} holds {tag[:40]!r}, not a checkpoint tag" if missing is None else
+                           f"{pointer} names {tag}, which is incomplete (missing {', '.join(missing[:5])})")
+        complete = [p.name for p in sorted(self.directory.glob(f"{TAG_PREFIX}*"), reverse=True)
+                    if TAG_PATTERN.fullmatch(p.name) and not self.missing_files(p)]
+        if complete:
+            return complete[0], f"{problem}; resuming from the newest complete checkpoint, {complete[0]}"
+        if pointer.is_file():
+            raise CheckpointError(f"{problem}, and {self.directory} holds no other complete checkpoint; restore "
+                                  f"the checkpoint or move {self.directory} away to start afresh")
+        return None, None
+
+    @staticmethod
+    def missing_files(folder: Path, world_size: int | None = None, layout_free: bool | None = None) -> list[str]:
+        """The files a complete checkpoint folder lacks. `world_size`: of the ranks that wrote it, else read
+        from its meta.yaml, which a complete folder holds; `layout_free`: whether it must hold that state
+        (by default, whether it has begun to)."""
+        if world_size is None:
+            try:
+                world_size = int(yaml.safe_load((folder / META).read_text())["world_size"])
+            except (OSError, yaml.YAMLError, TypeError, KeyError, ValueError):
+                return [META]
+        missing = [rng_file(r) for r in range(world_size) if not (folder / rng_file(r)).is_file()]
+        if not any(folder.glob("*model_states.pt")):
+            missing.append("*model_states.pt")
+        if layout_free if layout_free is not None else (folder / CONSOLIDATED).is_dir():
+            missing += [str(p.relative_to(folder)) for p in consolidated.expected_shards(folder / CONSOLIDATED)
+                        if not p.is_file()]
+        return missing
 
     # ----------------------------------------------------------------------- saving
 
@@ -114,12 +154,7 @@ class CheckpointManager:
 
     def _publish(self, tag: str, world_size: int) -> None:
         folder = self.directory / tag
-        missing = [rng_file(r) for r in range(world_size) if not (folder / rng_file(r)).is_file()]
-        if not any(folder.glob("*model_states.pt")):
-            missing.append("*model_states.pt")
-        if self.policy.layout_free:
-            missing += [str(p.relative_to(folder)) for p in consolidated.expected_shards(folder / CONSOLIDATED)
-                        if not p.is_file()]
+        missing = self.missing_files(folder, world_size, self.policy.layout_free)
         if missing:
             raise CheckpointError(f"checkpoint {folder} is incomplete, missing: {', '.join(missing)}; "
                                   f"'{LATEST}' still points to the previous checkpoint")
@@ -149,12 +184,13 @@ class CheckpointManager:
 
     def load_latest(self, engine) -> dict[str, Any] | None:
         """Restore the engine from `latest`; return the saved train state (meta.yaml), or None for a fresh run."""
-        tag = self.latest_tag()
+        tag, note = self.resume_point()
         if tag is None:
             return None
+        if note and dist.get_rank() == 0:
+            print(f"roots-train: {note}")
         folder = self.directory / tag
-        meta = yaml.safe_load((folder / META).read_text())
-        self._check_fingerprints(folder, meta.get("fingerprints", {}))
+        meta = self.check_resumable(tag)
         saved_layout = Layout(**meta["layout"])
         if saved_layout == self.identity.layout:
             path, _ = engine.load_checkpoint(str(self.directory), tag=tag)
@@ -184,6 +220,22 @@ class CheckpointManager:
         if dist.get_rank() == 0:
             print(f"roots-train: resumed {folder.name} written with {saved} on {self.identity.layout} "
                   f"(layout-free state; RNG streams restart from the seed)")
+
+    def check_resumable(self, tag: str) -> dict[str, Any]:
+        """The checkpoint's meta.yaml, once its data fingerprints and config agree with this run's;
+        CheckpointError naming each difference otherwise. Reads only: call it before writing anything."""
+        folder = self.directory / tag
+        meta = yaml.safe_load((folder / META).read_text())
+        self._check_fingerprints(folder, meta.get("fingerprints", {}))
+        config_file = folder / CONFIG
+        if not self.policy.allow_config_change and config_file.is_file():
+            changes = refused_changes(load_config(config_file), self.run_config)
+            if changes:
+                raise CheckpointError(
+                    f"this run's config differs from checkpoint {folder}'s in what it trains: {'; '.join(changes)}. "
+                    f"Continuing would reinterpret its weights or change its data order; restore those values, "
+                    f"use another run.output_dir, or set checkpoint.allow_config_change=true to continue on purpose")
+        return meta
 
     def _check_fingerprints(self, folder: Path, saved: dict[str, dict[str, str]]) -> None:
         if self.policy.allow_data_change or saved == self.identity.fingerprints:
