@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -277,3 +278,53 @@ def test_a_longer_run_and_another_schedule_resume_freely(tmp_path: Path, store: 
     finish(*run_args("gpt", store, run, "train.exit_interval=2"))
     output = finish(*run_args("gpt", store, run, "train.iters=10", "optimizer.lr=1e-4", "train.log_interval=2"))
     assert "resumed from step 2" in output
+
+
+def _flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+DAMAGE = {  # what is done to a file of the newest checkpoint -> how the error describes it
+    "flipped_byte": (_flip_a_byte, r"has sha256 [0-9a-f]{64}, not [0-9a-f]{64}"),
+    "truncated": (lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), r"has \d+ bytes, not \d+"),
+    "deleted": (lambda p: p.unlink(), "is missing"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_checkpoint_file_is_named_with_the_checkpoint_to_use_instead(tmp_path: Path, store: Path,
+                                                                              damage: str) -> None:
+    run = tmp_path / "run"
+    finish(*run_args("gpt", store, run, "train.exit_interval=4"))
+    newest = run / "checkpoints" / "iter_0000004"
+    assert (newest / "checksums.json").is_file()
+    harm, description = DAMAGE[damage]
+    victim = next(newest.glob("*optim_states.pt"))
+    harm(victim)
+    output = finish(*run_args("gpt", store, run), expect=2)
+    assert re.search(re.escape(f"checkpoint {newest} is damaged: {victim} ") + description, output), output
+    assert "The newest older complete checkpoint is iter_0000002" in output and "Traceback" not in output
+
+
+def test_a_full_disk_fails_the_save_cleanly_and_keeps_latest(tmp_path: Path, store: Path) -> None:
+    """The checkpoints folder on a real 6 MB tmpfs: the step-2 checkpoint (about 4 MB) fits, step 4's does not."""
+    run = tmp_path / "run"
+    checkpoints = run / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(checkpoints)], check=True)
+    try:
+        for attempt in ("first", "restart on the still-full disk"):
+            output = finish(*run_args("gpt", store, run), expect=2)
+            assert f"saving checkpoint {checkpoints / 'iter_0000004'} failed: no space left on device" in output, \
+                (attempt, output)
+            assert "latest still names iter_0000002" in output and "Traceback" not in output
+            assert latest(run) == "iter_0000002"
+            kept = sorted(p.name for p in checkpoints.iterdir() if p.suffix != ".py")  # DeepSpeed's scripts stay
+            assert kept == ["iter_0000002", "latest"]
+            assert not [p for p in run.rglob("*") if ".tmp" in p.name]
+            assert exit_status(run)["exit_code"] == 2
+        assert "step 3/8" in output and "step 1/8" not in output  # the restart resumed from step 2
+    finally:
+        subprocess.run(["umount", str(checkpoints)], check=True)

@@ -2,7 +2,8 @@
 
     checkpoints/latest                      the tag of the newest complete checkpoint
     checkpoints/iter_0000020/               one folder per saved step:
-        meta.yaml, config.yaml              written last by rank 0
+        config.yaml, checksums.json         written by rank 0 once every rank has written its files
+        meta.yaml                           written last: a folder without it is incomplete
         rng_state_rank00000.pt              one per rank
         layout_free/tp00-of-02.pt           the consolidated state (see consolidated.py)
         ... DeepSpeed's own engine files
@@ -18,6 +19,7 @@ from roots_core.errors import RootsError
 LATEST = "latest"
 META = "meta.yaml"
 CONFIG = "config.yaml"
+CHECKSUMS = "checksums.json"
 CONSOLIDATED = "layout_free"
 TAG_PREFIX = "iter_"
 TAG_PATTERN = re.compile(TAG_PREFIX + r"\d{7}")  # tag_for_step's names

@@ -14,8 +14,10 @@ moment leaves the previous checkpoint as `latest`.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ from roots_scale.checkpoint.files import (
     tag_for_step,
 )
 from roots_scale.checkpoint.rng import capture_rng_state, restore_rng_state
+from roots_scale.checkpoint.checksums import damaged_files, write_checksums
 from roots_scale.checkpoint.compatibility import refused_changes
 from roots_scale.config import CheckpointConfig, Config, load_config, save_config
 from roots_scale.models.tensor_parallel import ModelError
@@ -70,6 +73,7 @@ class CheckpointManager:
         self.identity = identity
         self.run_config = run_config  # written into every checkpoint folder
         self.on_files_written: list[Callable[[Path], None]] = []  # called on every rank before publishing
+        self._verified: set[str] = set()  # tags whose files were checked against their checksums
 
     def latest_tag(self) -> str | None:
         """The checkpoint a run resumes from (see `resume_point`); None for a fresh start."""
@@ -108,8 +112,8 @@ class CheckpointManager:
         (by default, whether it has begun to)."""
         if world_size is None:
             try:
-                world_size = int(yaml.safe_load((folder / META).read_text())["world_size"])
-            except (OSError, yaml.YAMLError, TypeError, KeyError, ValueError):
+                world_size = int(read_meta(folder)["world_size"])
+            except (CheckpointError, KeyError, TypeError, ValueError):
                 return [META]
         missing = [rng_file(r) for r in range(world_size) if not (folder / rng_file(r)).is_file()]
         if not any(folder.glob("*model_states.pt")):
@@ -133,24 +137,56 @@ class CheckpointManager:
         if rank == 0 and folder.exists():  # left by a save that was killed: never mix its files with ours
             self._discard(folder)
         dist.barrier()
-        engine.save_checkpoint(str(self.directory), tag=tag, save_latest=False)  # our state goes in meta.yaml
-        with atomic_path(folder / rng_file(rank)) as tmp:
-            torch.save(capture_rng_state(), tmp)
-        for hook in self.on_files_written:
-            hook(folder)
-        if self.policy.layout_free:
-            tp_rank, tp_size, dp_rank = _tensor_parallel_coordinates()
-            deepspeed_state.save_consolidated(engine, folder / CONSOLIDATED, tp_rank, tp_size, dp_rank)
-        dist.barrier()
+        with self._writing(folder):
+            engine.save_checkpoint(str(self.directory), tag=tag, save_latest=False)  # our state goes in meta.yaml
+            with atomic_path(folder / rng_file(rank)) as tmp:
+                torch.save(capture_rng_state(), tmp)
+            for hook in self.on_files_written:
+                hook(folder)
+        with self._writing(folder):
+            if self.policy.layout_free:
+                tp_rank, tp_size, dp_rank = _tensor_parallel_coordinates()
+                deepspeed_state.save_consolidated(engine, folder / CONSOLIDATED, tp_rank, tp_size, dp_rank)
+        with self._writing(folder):
+            if rank == 0:
+                save_config(self.run_config, folder / CONFIG)
+        with self._writing(folder):
+            write_checksums(folder)
+        with self._writing(folder):
+            if rank == 0:
+                meta = {"step": step, **train_state, "layout": asdict(self.identity.layout),
+                        "fingerprints": self.identity.fingerprints, "world_size": dist.get_world_size()}
+                write_text_atomic(folder / META, yaml.safe_dump(meta, sort_keys=False))
+                self._publish(tag, dist.get_world_size())
         if rank == 0:
-            save_config(self.run_config, folder / CONFIG)
-            meta = {"step": step, **train_state, "layout": asdict(self.identity.layout),
-                    "fingerprints": self.identity.fingerprints, "world_size": dist.get_world_size()}
-            write_text_atomic(folder / META, yaml.safe_dump(meta, sort_keys=False))
-            self._publish(tag, dist.get_world_size())
             self._apply_retention(tag)
         dist.barrier()
         return folder
+
+    @contextlib.contextmanager
+    def _writing(self, folder: Path) -> Iterator[None]:
+        """Collective: run one part of a save on every rank, then agree on whether any rank failed to write.
+        If one did, the folder is removed (`latest` still names the previous checkpoint) and every rank raises
+        a CheckpointError saying why, by path, so that no rank waits for another in the next collective."""
+        failure = None
+        try:
+            yield
+        except CheckpointError as err:
+            failure = str(err)
+        except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError
+            failure = _describe_write_failure(err, folder)
+        failures: list[str | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(failures, failure)
+        reasons = sorted({reason for reason in failures if reason})
+        if not reasons:
+            return
+        if dist.get_rank() == 0 and folder.exists():
+            self._discard(folder)
+        dist.barrier()
+        kept = self.latest_tag()
+        raise CheckpointError(f"saving checkpoint {folder} failed: {'; '.join(reasons)}. Its partial files were "
+                              f"removed; {LATEST} still names {kept or 'no checkpoint'}. Free the space, then run "
+                              f"the same command again to continue from there")
 
     def _publish(self, tag: str, world_size: int) -> None:
         folder = self.directory / tag
@@ -225,7 +261,17 @@ class CheckpointManager:
         """The checkpoint's meta.yaml, once its data fingerprints and config agree with this run's;
         CheckpointError naming each difference otherwise. Reads only: call it before writing anything."""
         folder = self.directory / tag
-        meta = yaml.safe_load((folder / META).read_text())
+        meta = read_meta(folder)
+        if tag not in self._verified:
+            damaged = damaged_files(folder)
+            if damaged:
+                older = [p.name for p in sorted(self.directory.glob(f"{TAG_PREFIX}*"), reverse=True)
+                         if TAG_PATTERN.fullmatch(p.name) and p.name < tag and not self.missing_files(p)]
+                instead = (f"The newest older complete checkpoint is {older[0]}: to resume from it, write "
+                           f"'{older[0]}' into {self.directory / LATEST}" if older else "No older complete "
+                           "checkpoint exists")
+                raise CheckpointError(f"checkpoint {folder} is damaged: {'; '.join(damaged[:10])}. {instead}")
+            self._verified.add(tag)
         self._check_fingerprints(folder, meta.get("fingerprints", {}))
         config_file = folder / CONFIG
         if not self.policy.allow_config_change and config_file.is_file():
@@ -249,6 +295,29 @@ class CheckpointManager:
             f"checkpoint {folder} was trained on other data or another tokenizer: {'; '.join(differences)}. "
             f"Point data.path at the data it was trained on, or set checkpoint.allow_data_change=true to "
             f"continue on the new data on purpose")
+
+
+def _describe_write_failure(err: Exception, folder: Path) -> str:
+    """'no space left on device (PATH)' when the disk is full, else the error itself with its path."""
+    try:
+        full = shutil.disk_usage(folder.parent).free < 16 * 2**20
+    except OSError:
+        full = False
+    if getattr(err, "errno", None) == errno.ENOSPC or "No space left" in str(err) or full:
+        return f"no space left on device ({getattr(err, 'filename', None) or folder})"
+    return f"{getattr(err, 'filename', None) or folder}: {err}"
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    """A checkpoint's meta.yaml; CheckpointError naming it when it is missing or not what a save writes."""
+    path = folder / META
+    try:
+        meta = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise CheckpointError(f"{path} is unreadable ({err}); a complete checkpoint has it") from None
+    if not isinstance(meta, dict) or not {"step", "layout", "world_size"} <= meta.keys():
+        raise CheckpointError(f"{path} is damaged: expected a mapping with step, layout and world_size")
+    return meta
 
 
 def _tensor_parallel_coordinates() -> tuple[int, int, int]:
