@@ -1,5 +1,6 @@
 """A user's mistake in the data ends as a user error on every rank: exit code 2, one line naming the file at
-fault, `exit_status.json` saying so, and no traceback anywhere. Two real gloo ranks each."""
+fault, `exit_status.json` saying so, and no traceback anywhere; a second job on a run directory is refused
+without touching it; a crashed run leaves no stale status. Two real gloo ranks each."""
 
 from __future__ import annotations
 
