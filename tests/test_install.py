@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from store_helpers import write_random_store
+
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "runs", "build", "dist", "*.egg-info", "__pycache__",
@@ -62,7 +64,7 @@ def test_roots_launch_renders_the_packaged_templates(target: Path, tmp_path: Pat
     """`python -m roots_scale.launch.cli train/data --dry-run` from a directory without a checkout: the scripts
     embed the installed templates; the console script is installed too."""
     shutil.copy(ROOT / "configs" / "tiny_gpt.yaml", tmp_path / "tiny_gpt.yaml")
-    (tmp_path / "runs" / "demo" / "store").mkdir(parents=True)  # the config's data.path; a dry run only checks it exists
+    write_random_store(tmp_path / "runs" / "demo" / "store", num_documents=10)  # the config's data.path
     (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(
         {"nodes": 1, "procs_per_node": 2, "time": "10", "signal_seconds": 60, "log_dir": "logs"}))
     templates = target / "roots_scale" / "launch" / "templates"

@@ -246,3 +246,27 @@ def test_mpirun_trains_two_processes(tmp_path: Path) -> None:
     steps, status = read_run(run)
     assert steps == [1, 2, 3, 4] and status["reason"] == "finished"
     assert "2 processes, DP=2" in result.stdout
+
+
+@pytest.mark.parametrize(("blend_text", "message"), [
+    ("datasets:\n  - {path: STORE, weight: -1}\n", "'weight' must be a finite number"),
+    ("datasets:\n  - {path: STORE/../nowhere, weight: 1}\n", "nowhere"),
+])
+def test_a_bad_blend_is_refused_before_anything_is_submitted(capsys: pytest.CaptureFixture, tmp_path: Path,
+                                                             blend_text: str, message: str) -> None:
+    store = write_random_store(tmp_path / "store", num_documents=10)
+    blend = tmp_path / "blend.yaml"
+    blend.write_text(blend_text.replace("STORE", str(store)))
+    assert cli.main(["train", "--cluster", str(GPU_PROFILE), "--config", "configs/gpt_1b3.yaml",
+                     f"data.path={blend}", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("roots-launch train: error: ") and err.count("\n") == 1 and message in err, err
+
+
+def test_a_store_too_small_for_its_split_is_refused_before_anything_is_submitted(capsys: pytest.CaptureFixture,
+                                                                                 tmp_path: Path) -> None:
+    store = write_random_store(tmp_path / "store", num_documents=2, files=1)
+    assert cli.main(["train", "--cluster", str(GPU_PROFILE), "--config", "configs/gpt_1b3.yaml",
+                     f"data.path={store}", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"{store}: split '969,30,1' needs at least 3 documents" in err and "has 2" in err, err

@@ -74,6 +74,20 @@ def test_pretrain_slurm_bad_config_fails_before_training_and_is_not_requeued(
     assert "pretrain.slurm: job" not in log  # stopped before launching the training step
 
 
+def test_pretrain_slurm_bad_blend_fails_in_the_preflight(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
+    """The preflight reads the blend and splits the stores as training would: a bad blend fails in seconds."""
+    store = write_random_store(tmp_path / "store", num_documents=10)
+    blend = tmp_path / "blend.yaml"
+    blend.write_text(f"datasets:\n  - {{path: {store}, weight: -1}}\n")
+    job = slurm_cluster.sbatch(f"--output={tmp_path}/%x-%j.out", "launch/pretrain.slurm", f"data.path={blend}",
+                               env={"CONFIG": "configs/tiny_gpt.yaml"})
+    [record] = slurm_cluster.wait(job, timeout=120)
+    log = (tmp_path / f"roots-pretrain-{job}.out").read_text()
+    assert (record["JobState"], record["Restarts"]) == ("FAILED", "0"), log
+    assert f"pretrain.slurm: error: {blend}" in log and "'weight' must be a finite number" in log, log
+    assert "pretrain.slurm: job" not in log
+
+
 def test_generated_slurm_job_stops_requeueing_a_run_that_makes_no_progress(slurm_cluster: SlurmCluster,
                                                                            tmp_path: Path) -> None:
     """roots-launch train --submit on the local CPU profile (its #SBATCH header read by the real sbatch), with a

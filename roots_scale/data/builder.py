@@ -81,6 +81,17 @@ def resolve_sources(data_path: str | os.PathLike[str]) -> DataSources:
     return DataSources(stores, tuple(read_manifest(path) for path in stores), blend)
 
 
+def check_sources(data_path: str | os.PathLike[str], split: str) -> DataSources:
+    """What training does with `data_path` before it builds a sample, in seconds and without a GPU, for the
+    pre-launch checks: read the blend, open every store (manifest, file sizes) and split its documents. A bad
+    blend, a missing, empty or damaged store, or a split a store cannot satisfy fails here, naming the file."""
+    sources = resolve_sources(data_path)
+    for path in sources.stores:
+        split_documents(len(TokenStore(path)), split, source=str(path))
+    _ = sources.vocab_size  # one tokenizer across a blend
+    return sources
+
+
 def build_dataset(sources: DataSources, settings: SampleSettings, num_samples: int, split: str = "train",
                   cache_dir: Path | None = None) -> SampleSource:
     """`num_samples` samples of `split` for the configured architecture, blended if the sources are a blend."""

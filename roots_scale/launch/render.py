@@ -13,7 +13,9 @@ from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 
-from roots_scale.config import Config, ConfigError, validate
+from roots_core.errors import RootsError
+from roots_scale.config import Config, validate
+from roots_scale.data.builder import check_sources
 from roots_scale.launch.profile import CONTROL_CHARACTERS, DIRECTIVE_VALUE, ClusterProfile, LaunchError
 
 LAUNCHERS = ("slurm", "torchrun", "deepspeed")
@@ -44,7 +46,8 @@ def check_plan(profile: ClusterProfile, cfg: Config, config_path: str) -> str:
                           f"one node ({per_node} processes): valid values are {valid}")
     try:
         plan = validate(cfg, world)
-    except ConfigError as err:
+        check_sources(cfg.data.path, cfg.data.split)
+    except RootsError as err:
         raise LaunchError(f"{where}: {err}") from None
     return (f"{profile.nodes} node(s) × {per_node} = {world} processes = tensor {tensor} × data "
             f"{plan.data_parallel_size}; global batch {plan.global_batch_size} = micro {plan.micro_batch_size} × "
