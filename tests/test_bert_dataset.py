@@ -277,7 +277,8 @@ def test_index_cuts_every_document_into_chunks(ranged_store: TokenStore) -> None
 
     several = BERTDataset(ranged_store, 40, int(2.5 * per_document.sum()), seed=1)
     assert several.num_epochs == 3
-    _, counts = np.unique(np.asarray(several.sample_index), axis=0, return_counts=True)
+    served = np.asarray(several.sample_index)[: len(several)]  # the index holds the whole third epoch
+    _, counts = np.unique(served, axis=0, return_counts=True)
     assert set(counts) == {2, 3}
     with pytest.raises(DatasetError, match="data.num_epochs = 2"):
         BERTDataset(ranged_store, 40, int(2.5 * per_document.sum()), seed=1, max_epochs=2)

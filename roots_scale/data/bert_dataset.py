@@ -3,9 +3,9 @@
 The index (built with vectorized numpy, cached like the GPT one): each epoch walks the documents in a
 seeded shuffled order and cuts each into chunks of `chunk_tokens` = seq_length - 3 tokens
 (seq_length - 2 without sentence order: one [SEP] fewer); a document's final, shorter chunk is
-kept when it has at least MIN_CHUNK_TOKENS tokens, so shorter documents give no sample. The first
-`num_samples` chunks, over as many epochs as that takes, are shuffled into serving order:
-`sample_index[i]` = (document, start, length).
+kept when it has at least MIN_CHUNK_TOKENS tokens, so shorter documents give no sample. The chunks of
+as many whole epochs as `num_samples` takes are shuffled within each epoch into serving order
+(order.py: a longer run sees the same samples first): `sample_index[i]` = (document, start, length).
 
 Sample i is `[CLS] A [SEP] B [SEP] [PAD]…` (sentence order: the chunk cut in two at a sentence end
 in its middle half when there is one, else at a random point there, and swapped half of the time)
@@ -32,6 +32,7 @@ from roots_core.tokenizer import fingerprint_of, model_proto, read_model_bytes
 
 from roots_scale.data.gpt_dataset import DatasetError, documents_fingerprint
 from roots_scale.data.index_cache import cached_arrays
+from roots_scale.data.order import block_shuffle
 
 if TYPE_CHECKING:
     from roots_core.token_store import TokenStore
@@ -92,30 +93,28 @@ class BERTDataset:
                 f"{num_samples} BERT samples need {self.num_epochs} epochs of {chunks_per_epoch} chunks, but "
                 f"data.num_epochs = {max_epochs}; add data, lower train.iters, or raise data.num_epochs")
         description = {"kind": "bert", "store": store.fingerprint, "documents": documents_fingerprint(documents),
-                       "seq_length": seq_length, "num_samples": num_samples, "seed": seed,
-                       "num_epochs": self.num_epochs, "chunk_tokens": self.chunk_tokens,
-                       "min_chunk_tokens": MIN_CHUNK_TOKENS}
+                       "seq_length": seq_length, "seed": seed, "num_epochs": self.num_epochs,
+                       "chunk_tokens": self.chunk_tokens, "min_chunk_tokens": MIN_CHUNK_TOKENS, "order": "epochs"}
 
         def build() -> dict[str, np.ndarray]:
-            return {"sample_index": self._build_index(documents, lengths, chunks)}
+            return {"sample_index": self._build_index(documents, lengths, chunks, chunks_per_epoch)}
 
         arrays = cached_arrays(cache_dir, description, build) if cache_dir is not None else build()
         self.sample_index = arrays["sample_index"]
 
-    def _build_index(self, documents: np.ndarray, lengths: np.ndarray, chunks: np.ndarray) -> np.ndarray:
-        """[num_samples, 3] of (document, start, length) in serving order."""
+    def _build_index(self, documents: np.ndarray, lengths: np.ndarray, chunks: np.ndarray,
+                     chunks_per_epoch: int) -> np.ndarray:
+        """[whole epochs of chunks, 3] of (document, start, length) in serving order."""
         rng = np.random.default_rng(self.seed)
         order = np.concatenate([rng.permutation(len(documents)) for _ in range(self.num_epochs)])
-        ends = np.cumsum(chunks[order])
-        used = int(np.searchsorted(ends, self.num_samples)) + 1  # documents up to the last sample's
-        order, ends = order[:used], ends[:used]
         per_document = chunks[order]
-        positions = np.repeat(order, per_document)[: self.num_samples]
-        chunk_numbers = np.arange(self.num_samples) - np.repeat(ends - per_document, per_document)[: self.num_samples]
+        ends = np.cumsum(per_document)
+        positions = np.repeat(order, per_document)
+        chunk_numbers = np.arange(len(positions)) - np.repeat(ends - per_document, per_document)
         starts = chunk_numbers * self.chunk_tokens
         sizes = np.minimum(self.chunk_tokens, lengths[positions] - starts)
         index = np.stack([documents[positions], starts, sizes], axis=1)
-        return index[rng.permutation(self.num_samples)]
+        return index[block_shuffle(len(index), chunks_per_epoch, self.seed)]
 
     def __len__(self) -> int:
         """Number of samples."""

@@ -3,9 +3,10 @@
 Megatron's three indices, built with vectorized numpy (no C++ helper to compile):
 - document index: the order documents are concatenated in, one shuffled pass per epoch;
 - sample index: where each sample starts (position in the document index, offset in that document);
-- shuffle index: the order samples are served in.
-Sample i is a pure function of (store, documents, seq_length, num_samples, seed), identical on
-every rank and every restart; with a cache directory the indices are built once and memory-mapped.
+- shuffle index: the order samples are served in, shuffled within blocks of about an epoch (order.py).
+Sample i is a pure function of (store, documents, seq_length, seed), identical on every rank and every
+restart, and for every `num_samples` above i: a longer run sees the same samples first. With a cache
+directory the indices are built once and memory-mapped.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from roots_scale.data.errors import DatasetError
 from roots_scale.data.index_cache import cached_arrays
+from roots_scale.data.order import block_shuffle, whole_blocks
 
 if TYPE_CHECKING:
     from roots_core.token_store import TokenStore
@@ -48,31 +50,35 @@ class GPTDataset:
                 f"{num_samples} samples of {seq_length} tokens need {self.num_epochs} epochs of "
                 f"{tokens_per_epoch} tokens, but data.num_epochs = {max_epochs}; add data, "
                 f"lower train.iters, or raise data.num_epochs")
+        block = max(1, tokens_per_epoch // seq_length)  # about an epoch of samples
+        built = whole_blocks(num_samples, block)
+        built_epochs = math.ceil((built * seq_length + 1) / tokens_per_epoch)
         description = {"kind": "gpt", "store": store.fingerprint, "seq_length": seq_length,
-                       "num_samples": num_samples, "seed": seed, "num_epochs": self.num_epochs,
-                       "documents": documents_fingerprint(documents)}
+                       "samples_built": built, "seed": seed, "num_epochs": built_epochs,
+                       "documents": documents_fingerprint(documents), "order": "blocks"}
 
         def build() -> dict[str, np.ndarray]:
-            return self._build_indices(documents, lengths, seed)
+            return self._build_indices(documents, lengths, seed, built, block, built_epochs)
 
         arrays = cached_arrays(cache_dir, description, build) if cache_dir is not None else build()
         self.document_index = arrays["document_index"]
         self.sample_index = arrays["sample_index"]
         self.shuffle_index = arrays["shuffle_index"]
 
-    def _build_indices(self, documents: np.ndarray, lengths: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    def _build_indices(self, documents: np.ndarray, lengths: np.ndarray, seed: int, built: int, block: int,
+                       epochs: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(seed)
-        order = np.concatenate([rng.permutation(len(documents)) for _ in range(self.num_epochs)])
+        order = np.concatenate([rng.permutation(len(documents)) for _ in range(epochs)])  # epoch by epoch
         return {
             "document_index": documents[order],
-            "sample_index": self._build_sample_index(lengths[order]),
-            "shuffle_index": np.random.default_rng(seed + 1).permutation(self.num_samples).astype(np.int64),
+            "sample_index": self._build_sample_index(lengths[order], built),
+            "shuffle_index": block_shuffle(built, block, seed + 1),
         }
 
-    def _build_sample_index(self, stream_lengths: np.ndarray) -> np.ndarray:
-        """[num_samples, 2] of (position in document index, token offset) where each sample starts."""
+    def _build_sample_index(self, stream_lengths: np.ndarray, count: int) -> np.ndarray:
+        """[count, 2] of (position in document index, token offset) where each sample starts."""
         ends = np.cumsum(stream_lengths)
-        starts = np.arange(self.num_samples, dtype=np.int64) * self.seq_length
+        starts = np.arange(count, dtype=np.int64) * self.seq_length
         positions = np.searchsorted(ends, starts, side="right")
         offsets = starts - (ends[positions] - stream_lengths[positions])
         return np.stack([positions, offsets], axis=1)
