@@ -52,21 +52,19 @@ def damaged_files(folder: Path) -> list[str]:
         table = json.loads(table_file.read_text())
     except (OSError, ValueError) as err:
         return [f"{table_file} is unreadable ({err})"]
-    problems = []
+    mine = []
     for name, (size, _) in table.items():  # the fast check, on every rank: sizes
         path = folder / name
         if not path.is_file():
-            problems.append(f"{path} is missing")
+            mine.append(f"{path} is missing")
         elif path.stat().st_size != size:
-            problems.append(f"{path} has {path.stat().st_size} bytes, not {size}")
-    if problems:
-        return problems
+            mine.append(f"{path} has {path.stat().st_size} bytes, not {size}")
     rank, world = dist.get_rank(), dist.get_world_size()
-    mine = []
-    for name, (_, digest) in sorted(table.items())[rank::world]:
-        actual = sha256_of(folder / name)
-        if actual != digest:
-            mine.append(f"{folder / name} has sha256 {actual}, not {digest}")
+    if not mine:  # then the hashes, shared among the ranks
+        for name, (_, digest) in sorted(table.items())[rank::world]:
+            actual = sha256_of(folder / name)
+            if actual != digest:
+                mine.append(f"{folder / name} has sha256 {actual}, not {digest}")
     shares: list[list[str]] = [None] * world  # type: ignore[list-item]
-    dist.all_gather_object(shares, mine)
-    return sorted(problem for share in shares for problem in share)
+    dist.all_gather_object(shares, mine)  # every rank takes part, whatever it found (no rank left waiting)
+    return sorted({problem for share in shares for problem in share})
