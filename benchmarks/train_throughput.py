@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg.data.path = str(ROOT)  # random tokens, no store; validate only checks that the path exists
     plan = validate(cfg, world_size=1)
     launch = discover_launch_env()
-    init_distributed(launch, cfg.parallel.tensor)
+    init_distributed(launch, cfg.parallel.tensor, cfg.parallel.pipeline)
     vocab = padded_vocab_size(cfg.model.vocab_size or GPT2_VOCAB, cfg.model.make_vocab_size_divisible_by)
 
     _, engine = build_engine(cfg, plan, vocab)  # the model and engine exactly as a training run builds them

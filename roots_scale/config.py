@@ -84,6 +84,10 @@ class ParallelConfig:
     tensor: int = 1
     pipeline: int = 1
     zero_stage: Literal[0, 1, 2, 3] = 1
+    # How GPT's layers are cut into pipeline stages: `uniform` gives every stage num_layers / pipeline
+    # transformer blocks (the embedding joins the first, the final norm and output layer the last);
+    # `parameters` balances the stages' parameter counts, for any pipeline size up to num_layers.
+    pipeline_partition: Literal["uniform", "parameters"] = "uniform"
 
 
 @dataclass
@@ -364,8 +368,9 @@ def validate(cfg: Config, world_size: int) -> BatchPlan:
              f"a divisor of the number of KV heads ({m.kv_heads}): {_divisors(m.kv_heads)}")
     _require(m.ffn_size % p.tensor == 0, "parallel.tensor", p.tensor,
              f"a divisor of the FFN size ({m.ffn_size})")
-    _require(p.pipeline == 1, "parallel.pipeline", p.pipeline,
-             "1 (pipeline parallelism is not supported yet; use tensor parallelism and ZeRO)")
+    _require(p.pipeline >= 1, "parallel.pipeline", p.pipeline, "at least 1")
+    if p.pipeline > 1:
+        _check_pipeline(cfg)
     _require(world_size % (p.tensor * p.pipeline) == 0, "parallel.tensor", p.tensor,
              f"such that tensor × pipeline divides the world size {world_size}: "
              f"{_divisors(world_size)}")
@@ -416,6 +421,25 @@ def validate(cfg: Config, world_size: int) -> BatchPlan:
     _require(cfg.optimizer.warmup_iters <= t.iters, "optimizer.warmup_iters", cfg.optimizer.warmup_iters,
              f"at most train.iters ({t.iters})")
     return plan
+
+
+def _check_pipeline(cfg: Config) -> None:
+    """What pipeline parallelism (DeepSpeed's pipeline engine) cannot run, refused before any process starts."""
+    m, p = cfg.model, cfg.parallel
+    _require(m.arch == "gpt", "model.arch", m.arch,
+             "gpt with parallel.pipeline > 1 (BERT trains with tensor parallelism and ZeRO: set parallel.pipeline=1)")
+    _require(p.zero_stage == 1, "parallel.zero_stage", p.zero_stage,
+             "1 with parallel.pipeline > 1: DeepSpeed's pipeline engine cannot shard gradients or weights "
+             "(ZeRO-2/3), and ZeRO-1 is what it runs (its ZeRO-0 path miscounts the gradient norm across stages)")
+    _require(m.init_from_hf is None, "model.init_from_hf", m.init_from_hf,
+             "null with parallel.pipeline > 1: start from the Hugging Face model with parallel.pipeline=1, save a "
+             "checkpoint, and continue from it on the pipeline layout")
+    _require(p.pipeline <= m.num_layers, "parallel.pipeline", p.pipeline,
+             f"at most model.num_layers ({m.num_layers}): every stage holds at least one transformer block")
+    if p.pipeline_partition == "uniform":
+        _require(m.num_layers % p.pipeline == 0, "parallel.pipeline", p.pipeline,
+                 f"a divisor of model.num_layers ({m.num_layers}) with parallel.pipeline_partition=uniform: "
+                 f"{_divisors(m.num_layers)}; or set parallel.pipeline_partition=parameters")
 
 
 def _valid_share(split: str) -> float:

@@ -18,9 +18,12 @@ from typing import Mapping
 import deepspeed
 import torch
 from deepspeed.accelerator import get_accelerator
+from deepspeed.runtime.pipe.topology import PipeModelDataParallelTopology
 from megatron.core import parallel_state
 
 from roots_core.errors import RootsError
+
+MEGATRON_ORDER = "tp-cp-ep-dp-pp"  # fastest-varying first: the order of `topology`
 
 
 class DistributedError(RootsError):
@@ -115,8 +118,9 @@ def _discover_from_mpi(env: Mapping[str, str]) -> LaunchEnv:
     return LaunchEnv(comm.Get_rank(), local_rank, comm.Get_size(), master_addr, master_port, "mpi")
 
 
-def init_distributed(launch: LaunchEnv, tensor_parallel: int, timeout_minutes: int = 30) -> None:
-    """Form the default process group and megatron-core's model-parallel groups."""
+def init_distributed(launch: LaunchEnv, tensor_parallel: int, pipeline_parallel: int = 1,
+                     timeout_minutes: int = 30) -> None:
+    """Form the default process group and megatron-core's tensor/pipeline/data-parallel groups (`topology`'s order)."""
     os.environ.update(RANK=str(launch.rank), LOCAL_RANK=str(launch.local_rank),
                       WORLD_SIZE=str(launch.world_size), MASTER_ADDR=launch.master_addr,
                       MASTER_PORT=str(launch.master_port))
@@ -130,9 +134,35 @@ def init_distributed(launch: LaunchEnv, tensor_parallel: int, timeout_minutes: i
     if not parallel_state.model_parallel_is_initialized():
         parallel_state.initialize_model_parallel(
             tensor_model_parallel_size=tensor_parallel,
+            pipeline_model_parallel_size=pipeline_parallel,
+            order=MEGATRON_ORDER,
             distributed_timeout_minutes=timeout_minutes,
             create_gloo_process_groups=backend != "gloo",  # on gloo the main groups already are gloo
         )
+
+
+def topology(tensor_parallel: int, pipeline_parallel: int, world_size: int) -> PipeModelDataParallelTopology:
+    """The one rank layout both libraries use: tensor-parallel ranks adjacent (so a TP group stays inside a node
+    when TP divides the GPUs per node), then data parallel, then pipeline stages; megatron-core's order
+    `MEGATRON_ORDER` is the same. DeepSpeed's pipeline engine builds its own groups from it, megatron-core's
+    layers use `parallel_state`'s: `check_topology` proves they hold the same ranks."""
+    data = world_size // (tensor_parallel * pipeline_parallel)
+    return PipeModelDataParallelTopology(num_pp=pipeline_parallel, num_mp=tensor_parallel, num_dp=data)
+
+
+def check_topology(layout: PipeModelDataParallelTopology) -> None:
+    """DistributedError unless megatron-core's groups of this rank hold the ranks `layout` puts together."""
+    rank = torch.distributed.get_rank()
+    groups = {"model": parallel_state.get_tensor_model_parallel_group(),
+              "data": parallel_state.get_data_parallel_group(),
+              "pipe": parallel_state.get_pipeline_model_parallel_group()}
+    for axis, group in groups.items():
+        expected = next(ranks for ranks in layout.get_axis_comm_lists(axis) if rank in ranks) \
+            if layout.get_dim(axis) > 1 else [rank]
+        found = sorted(torch.distributed.get_process_group_ranks(group))
+        if found != sorted(expected):
+            raise DistributedError(f"rank {rank}: megatron-core's {axis}-parallel group holds ranks {found}, DeepSpeed's "
+                                   f"topology {expected}; the two libraries disagree on the rank order")
 
 
 def destroy_distributed() -> None:

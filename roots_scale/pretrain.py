@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None, extra_callbacks: Sequence[Callback] = ()
         plan = validate(cfg, launch.world_size)
     except RootsError as err:
         return _fail(cfg, rank, err, EXIT_BAD_CONFIG, "error")
-    init_distributed(launch, cfg.parallel.tensor)
+    init_distributed(launch, cfg.parallel.tensor, cfg.parallel.pipeline)
     try:
         result = train(cfg, plan, launch, started_at, extra_callbacks)
         code = EXIT_REQUEUE if result.requeue else EXIT_OK

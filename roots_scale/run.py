@@ -25,9 +25,10 @@ from roots_scale.checkpoint.manager import CheckpointManager, Layout, RunIdentit
 from roots_scale.config import BatchPlan, Config, save_config
 from roots_scale.data import SampleSource
 from roots_scale.data.builder import DataSources, SampleSettings, build_dataset, resolve_sources
-from roots_scale.distributed import LaunchEnv, MegatronMpu
+from roots_scale.distributed import LaunchEnv, MegatronMpu, check_topology, topology
 from roots_scale.models import build_model
 from roots_scale.models.layers import padded_vocab_size
+from roots_scale.models.pipeline import build_pipeline_gpt
 from roots_scale.posttrain.hf.load import init_model_from_hf
 from roots_scale.training.callbacks.checkpointing import Checkpointing
 from roots_scale.training.callbacks.metrics_log import MetricsLog
@@ -39,6 +40,7 @@ from roots_scale.training.deepspeed_config import build_deepspeed_config, effect
 from roots_scale.training.flops import FlopsMeter
 from roots_scale.training.metrics import MetricsLogger
 from roots_scale.training.optimizer import build_optimizer
+from roots_scale.training.pipeline import PipelineSteps
 from roots_scale.training.schedules import learning_rate
 from roots_scale.training.trainer import Callback, LoopSettings, Trainer
 
@@ -101,13 +103,21 @@ def verify_store(store_path: Path, run_dir: Path) -> None:
 
 def build_engine(cfg: Config, plan: BatchPlan, vocab_rows: int, init_from_hf: bool = False):
     """(model, DeepSpeed engine) on an initialized world: the seeded model (or weights from `model.init_from_hf`),
-    AdamW with its parameter groups, and the DeepSpeed config derived from `cfg`."""
-    seed_everything(cfg.train.seed)
-    model = build_model(cfg.model, vocab_rows, cfg.parallel.tensor)
+    AdamW with its parameter groups, and the DeepSpeed config derived from `cfg`. With `parallel.pipeline` > 1
+    the model is this rank's pipeline stage and the engine DeepSpeed's pipeline engine."""
+    p, seed = cfg.parallel, cfg.train.seed
+    if p.pipeline > 1:
+        layout = topology(p.tensor, p.pipeline, dist.get_world_size())
+        check_topology(layout)
+        model = build_pipeline_gpt(cfg.model, vocab_rows, p.tensor, layout, seed, p.pipeline_partition)
+    else:
+        model = build_model(cfg.model, vocab_rows, p.tensor, seed)
+    seed_everything(seed)  # every layout leaves model building with the same RNG state
     if init_from_hf:
         init_model_from_hf(model, cfg.model.init_from_hf, cfg.model)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=build_optimizer(model, cfg.optimizer),
-                                           config=build_deepspeed_config(cfg, plan), mpu=MegatronMpu())
+                                           config=build_deepspeed_config(cfg, plan),
+                                           mpu=None if p.pipeline > 1 else MegatronMpu())
     return model, engine
 
 
@@ -122,7 +132,8 @@ def build_run(cfg: Config, plan: BatchPlan, launch: LaunchEnv, started_at: float
     dist.barrier()
     data = build_data(cfg, plan, run_dir)
     vocab = padded_vocab_size(cfg.model.vocab_size or data.sources.vocab_size, cfg.model.make_vocab_size_divisible_by)
-    identity = RunIdentity(Layout(cfg.parallel.tensor, plan.data_parallel_size, effective_zero_stage(cfg, plan)),
+    identity = RunIdentity(Layout(cfg.parallel.tensor, plan.data_parallel_size, effective_zero_stage(cfg, plan),
+                                  cfg.parallel.pipeline),
                            data.sources.fingerprints())
     checkpoints = CheckpointManager(run_dir / "checkpoints", cfg.checkpoint, identity, cfg)
     resume_from = checkpoints.latest_tag()
@@ -151,5 +162,6 @@ def build_run(cfg: Config, plan: BatchPlan, launch: LaunchEnv, started_at: float
     settings = LoopSettings(t.iters, plan.micro_batch_size, plan.gradient_accumulation_steps, cfg.data.num_workers,
                             pin_memory=torch.cuda.is_available())
     trainer = Trainer(engine, data.train, settings, lambda step: learning_rate(step, t.iters, cfg.optimizer),
-                      parallel_state.get_data_parallel_group(), callbacks)
+                      parallel_state.get_data_parallel_group(), callbacks,
+                      PipelineSteps(engine) if cfg.parallel.pipeline > 1 else None)
     return Run(trainer, model, engine, checkpoints, data)

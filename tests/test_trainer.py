@@ -81,7 +81,7 @@ def fit(run_dir: str, store: str, extra: list[Callback], *overrides: str) -> tup
     cfg = load_config(ROOT / "configs/tiny_gpt.yaml", settings)
     launch = discover_launch_env()
     plan = validate(cfg, launch.world_size)
-    init_distributed(launch, cfg.parallel.tensor)
+    init_distributed(launch, cfg.parallel.tensor, cfg.parallel.pipeline)
     try:
         run = build_run(cfg, plan, launch, extra_callbacks=extra)
         result = run.trainer.fit()

@@ -8,6 +8,7 @@ Readers of a finished checkpoint (export, generate, evaluate) never import it, n
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import deepspeed
@@ -21,6 +22,7 @@ from deepspeed.utils import (
 
 from roots_core.atomic import atomic_path
 from roots_scale.checkpoint.consolidated import MOMENTS, FullState, shard_name
+from roots_scale.models.names import model_parameters
 from roots_scale.models.tensor_parallel import check_names, local_slice, partition_of
 
 
@@ -87,32 +89,45 @@ def set_adam_step(engine, step: int) -> None:
         param_state["step"] = torch.tensor(float(step))
 
 
-def save_consolidated(engine, folder: Path, tp_rank: int, tp_size: int, dp_rank: int) -> None:
-    """Collective over every rank: gather each TP-local tensor over ZeRO; DP rank 0 writes one file per TP rank."""
+@dataclass(frozen=True)
+class Coordinates:
+    """Where this rank sits in the layout."""
+
+    tp_rank: int
+    tp_size: int
+    stage: int
+    stages: int
+    dp_rank: int
+
+
+def save_consolidated(engine, folder: Path, at: Coordinates) -> None:
+    """Collective over every rank: gather each TP-local tensor over ZeRO; DP rank 0 writes one file per pipeline
+    stage and TP rank."""
     tensors: dict[str, torch.Tensor] = {}
     partitions: dict[str, list[int]] = {}
     link_optimizer_states(engine)
-    for name, param in engine.module.named_parameters():
+    for name, param in model_parameters(engine.module):
         tensors[name] = gather_fp32(engine, param, None)
         for moment in MOMENTS:
             tensors[f"{name}::{moment}"] = gather_fp32(engine, param, moment)
         where = partition_of(param)
         if where is not None:
             partitions[name] = list(where)
-    if dp_rank != 0:
+    if at.dp_rank != 0:
         return
     payload = {"tensors": tensors, "partitions": partitions, "adam_step": adam_step(engine),
-               "tp_rank": tp_rank, "tp_size": tp_size}
-    with atomic_path(folder / shard_name(tp_rank, tp_size)) as tmp:
+               "tp_rank": at.tp_rank, "tp_size": at.tp_size, "stage": at.stage, "stages": at.stages}
+    with atomic_path(folder / shard_name(at.tp_rank, at.tp_size, at.stage, at.stages)) as tmp:
         torch.save(payload, tmp)
 
 
 def load_into_engine(engine, state: FullState, tp_rank: int, tp_size: int) -> None:
-    """Set every weight, fp32 master copy and Adam moment of `engine` from a full state. Collective."""
-    check_names(engine.module, state.params)
+    """Set every weight, fp32 master copy and Adam moment this rank holds from a full state. Collective.
+    The caller checks that the state holds nothing the whole model lacks (a pipeline stage sees only its part)."""
+    check_names({name for name, _ in model_parameters(engine.module)}, state.params, whole_model=False)
     link_optimizer_states(engine)
     with torch.no_grad():
-        for name, param in engine.module.named_parameters():
+        for name, param in model_parameters(engine.module):
             local = local_slice(param, state.params[name], name, tp_rank, tp_size).to(engine.device)
             moments = {m: local_slice(param, state.moments[name][m], name, tp_rank, tp_size).to(engine.device)
                        for m in MOMENTS}

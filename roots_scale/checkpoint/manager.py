@@ -44,7 +44,8 @@ from roots_scale.checkpoint.rng import capture_rng_state, restore_rng_state
 from roots_scale.checkpoint.checksums import damaged_files, write_checksums
 from roots_scale.checkpoint.compatibility import refused_changes
 from roots_scale.config import CheckpointConfig, Config, load_config, save_config
-from roots_scale.models.tensor_parallel import ModelError
+from roots_scale.models.names import model_parameters
+from roots_scale.models.tensor_parallel import ModelError, check_names
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Layout:
     tensor: int
     data: int
     zero_stage: int
+    pipeline: int = 1  # absent from the meta.yaml of checkpoints written before pipeline parallelism
 
 
 @dataclass(frozen=True)
@@ -119,8 +121,8 @@ class CheckpointManager:
         if not any(folder.glob("*model_states.pt")):
             missing.append("*model_states.pt")
         if layout_free if layout_free is not None else (folder / CONSOLIDATED).is_dir():
-            missing += [str(p.relative_to(folder)) for p in consolidated.expected_shards(folder / CONSOLIDATED)
-                        if not p.is_file()]
+            missing += [str(p.relative_to(folder)) for paths in consolidated.expected_shards(folder / CONSOLIDATED)
+                        for p in paths if not p.is_file()]
         return missing
 
     # ----------------------------------------------------------------------- saving
@@ -145,8 +147,7 @@ class CheckpointManager:
                 hook(folder)
         with self._writing(folder):
             if self.policy.layout_free:
-                tp_rank, tp_size, dp_rank = _tensor_parallel_coordinates()
-                deepspeed_state.save_consolidated(engine, folder / CONSOLIDATED, tp_rank, tp_size, dp_rank)
+                deepspeed_state.save_consolidated(engine, folder / CONSOLIDATED, _coordinates())
         with self._writing(folder):
             if rank == 0:
                 save_config(self.run_config, folder / CONFIG)
@@ -245,12 +246,14 @@ class CheckpointManager:
                 f"checkpoint {folder} was written with {saved} and this run uses {self.identity.layout}; resuming "
                 f"on another layout needs its layout-free state, which was not saved (checkpoint.layout_free was "
                 f"false). Resume with the saved layout: parallel.tensor={saved.tensor}, "
-                f"parallel.zero_stage={saved.zero_stage} on {saved.tensor * saved.data} processes")
+                f"parallel.pipeline={saved.pipeline}, parallel.zero_stage={saved.zero_stage} on "
+                f"{saved.tensor * saved.pipeline * saved.data} processes")
         params, moments, adam_step = consolidated.read_consolidated(folder / CONSOLIDATED)
         state = consolidated.FullState(params, moments, adam_step, 0, self.run_config)
-        tp_rank, tp_size, _ = _tensor_parallel_coordinates()
+        at = _coordinates()
         try:
-            deepspeed_state.load_into_engine(engine, state, tp_rank, tp_size)
+            check_names(_whole_model_names(engine), params)
+            deepspeed_state.load_into_engine(engine, state, at.tp_rank, at.tp_size)
         except ModelError as err:
             raise CheckpointError(f"cannot resume {folder} on the new layout: {err}") from err
         if dist.get_rank() == 0:
@@ -320,7 +323,21 @@ def read_meta(folder: Path) -> dict[str, Any]:
     return meta
 
 
-def _tensor_parallel_coordinates() -> tuple[int, int, int]:
-    """(tp_rank, tp_size, dp_rank) of this process, from megatron-core's groups."""
-    return (parallel_state.get_tensor_model_parallel_rank(), parallel_state.get_tensor_model_parallel_world_size(),
-            dist.get_rank(group=parallel_state.get_data_parallel_group()))
+def _coordinates() -> deepspeed_state.Coordinates:
+    """Where this process sits in the layout, from megatron-core's groups."""
+    ps = parallel_state
+    return deepspeed_state.Coordinates(
+        ps.get_tensor_model_parallel_rank(), ps.get_tensor_model_parallel_world_size(),
+        ps.get_pipeline_model_parallel_rank(), ps.get_pipeline_model_parallel_world_size(),
+        dist.get_rank(group=ps.get_data_parallel_group()))
+
+
+def _whole_model_names(engine) -> set[str]:
+    """The parameter names of the whole model: this rank's, joined with the other pipeline stages'. Collective."""
+    names = {name for name, _ in model_parameters(engine.module)}
+    group = parallel_state.get_pipeline_model_parallel_group()
+    if dist.get_world_size(group=group) == 1:
+        return names
+    stages: list[set[str] | None] = [None] * dist.get_world_size(group=group)
+    dist.all_gather_object(stages, names, group=group)
+    return set().union(*stages)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from roots_scale.config import ModelConfig
@@ -9,6 +10,10 @@ from roots_scale.models.bert import BERT
 from roots_scale.models.gpt import GPT
 
 
-def build_model(cfg: ModelConfig, vocab_rows: int, tensor_parallel_size: int = 1) -> nn.Module:
-    """A GPT or BERT (by `cfg.arch`) with `vocab_rows` padded vocabulary rows, this rank's TP slice."""
-    return (BERT if cfg.arch == "bert" else GPT)(cfg, vocab_rows, tensor_parallel_size)
+def build_model(cfg: ModelConfig, vocab_rows: int, tensor_parallel_size: int = 1, seed: int = 0) -> nn.Module:
+    """A GPT or BERT (by `cfg.arch`) with `vocab_rows` padded vocabulary rows, this rank's TP slice, initialized
+    from `seed`."""
+    if cfg.arch == "bert":
+        torch.manual_seed(seed)
+        return BERT(cfg, vocab_rows, tensor_parallel_size)
+    return GPT(cfg, vocab_rows, tensor_parallel_size, seed)

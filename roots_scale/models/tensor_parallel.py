@@ -48,10 +48,11 @@ def local_slice(param: torch.Tensor, full: torch.Tensor, name: str, tp_rank: int
     return local
 
 
-def check_names(model: torch.nn.Module, params: dict[str, torch.Tensor]) -> None:
-    """ModelError unless `params` names exactly the model's parameters."""
-    names = {name for name, _ in model.named_parameters()}
-    missing, unexpected = sorted(names - params.keys()), sorted(params.keys() - names)
+def check_names(names: set[str], params: dict[str, torch.Tensor], whole_model: bool = True) -> None:
+    """ModelError unless `params` names exactly the model's parameters `names` (or, for one pipeline stage,
+    `whole_model=False`, holds at least the stage's)."""
+    missing = sorted(names - params.keys())
+    unexpected = sorted(params.keys() - names) if whole_model else []
     if missing or unexpected:
         raise ModelError(f"the checkpoint does not fit the model: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}; the model config differs from the checkpoint's")
@@ -59,7 +60,7 @@ def check_names(model: torch.nn.Module, params: dict[str, torch.Tensor]) -> None
 
 def load_full_params(model: torch.nn.Module, params: dict[str, torch.Tensor]) -> None:
     """Copy full weights into a freshly built (non-DeepSpeed) model of any TP size, sliced for this rank."""
-    check_names(model, params)
+    check_names({name for name, _ in model.named_parameters()}, params)
     tp_rank = parallel_state.get_tensor_model_parallel_rank()
     tp_size = parallel_state.get_tensor_model_parallel_world_size()
     with torch.no_grad():

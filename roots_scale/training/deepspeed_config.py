@@ -10,8 +10,11 @@ from roots_scale.config import BatchPlan, Config
 
 def effective_zero_stage(cfg: Config, plan: BatchPlan) -> int:
     """ZeRO-1/2 on a single data-parallel rank partition nothing and only add flat-buffer copies: run
-    them as stage 0 (same math). ZeRO-3 is kept: its offload options still matter on one rank."""
+    them as stage 0 (same math). ZeRO-3 is kept: its offload options still matter on one rank, and so is
+    ZeRO-1 under pipeline parallelism, whose ZeRO-0 path miscounts the gradient norm across stages."""
     stage = cfg.parallel.zero_stage
+    if cfg.parallel.pipeline > 1:
+        return stage
     return 0 if stage in (1, 2) and plan.data_parallel_size == 1 else stage
 
 

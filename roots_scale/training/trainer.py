@@ -116,12 +116,50 @@ class Callback:
         """After the loop, also when it raised (then `result` is None)."""
 
 
+class EngineSteps:
+    """How a step's micro-batches go through the engine (the pipeline engine runs its own schedule)."""
+
+    def train(self, trainer: Trainer, micro_batches: list[dict[str, torch.Tensor]],
+              before_update: Callable[[float], None]) -> float:
+        """Forward, backward and the optimizer step; `before_update(data-parallel mean loss)` runs before the
+        update, on every rank. Returns that loss."""
+        raise NotImplementedError
+
+    def evaluate(self, trainer: Trainer, batches: Sequence[dict[str, torch.Tensor]]) -> float:
+        """The data-parallel mean loss of `batches` (called in eval mode, without gradients)."""
+        raise NotImplementedError
+
+
+class MicroBatchSteps(EngineSteps):
+    """DeepSpeed's engine: forward and backward each micro-batch, the engine steps at the last one."""
+
+    def train(self, trainer: Trainer, micro_batches: list[dict[str, torch.Tensor]],
+              before_update: Callable[[float], None]) -> float:
+        engine = trainer.engine
+        total = torch.zeros((), device=engine.device)
+        mean_loss = math.nan
+        for index, batch in enumerate(micro_batches):
+            loss = engine(**trainer.to_device(batch))
+            engine.backward(loss)
+            total += loss.detach().float()
+            if index == len(micro_batches) - 1:
+                mean_loss = trainer.mean_over_data_parallel(total / len(micro_batches))
+                before_update(mean_loss)
+            engine.step()
+        return mean_loss
+
+    def evaluate(self, trainer: Trainer, batches: Sequence[dict[str, torch.Tensor]]) -> float:
+        losses = [trainer.engine(**trainer.to_device(batch)).float() for batch in batches]
+        return trainer.mean_over_data_parallel(torch.stack(losses).mean())
+
+
 class Trainer:
     """Runs optimizer steps until `settings.iters` or until a callback stops the run."""
 
     def __init__(self, engine, dataset: SampleSource, settings: LoopSettings, learning_rate: Callable[[int], float],
-                 data_parallel_group, callbacks: Sequence[Callback] = ()) -> None:
+                 data_parallel_group, callbacks: Sequence[Callback] = (), steps: EngineSteps | None = None) -> None:
         self.engine = engine
+        self.steps = steps or MicroBatchSteps()
         self.dataset = dataset
         self.settings = settings
         self.learning_rate = learning_rate  # of the 0-based step about to run
@@ -183,21 +221,24 @@ class Trainer:
 
     def train_step(self, micro_batches: Iterable[dict[str, torch.Tensor]], lr: float) -> float:
         """One optimizer step over the micro-batches; returns the loss averaged over data parallel."""
-        micro_batches = list(micro_batches)
         for group in self.engine.optimizer.param_groups:
             group["lr"] = lr
-        total = torch.zeros((), device=self.engine.device)
-        mean_loss = math.nan
-        for index, batch in enumerate(micro_batches):
-            loss = self.engine(**self.to_device(batch))
-            self.engine.backward(loss)
-            total += loss.detach().float()
-            if index == len(micro_batches) - 1:
-                mean_loss = self.mean_over_data_parallel(total / len(micro_batches))
-                for callback in self.callbacks:
-                    callback.before_update(self, self.state.step + 1, mean_loss)
-            self.engine.step()
-        return mean_loss
+        step = self.state.step + 1
+
+        def before_update(loss: float) -> None:
+            for callback in self.callbacks:
+                callback.before_update(self, step, loss)
+
+        return self.steps.train(self, list(micro_batches), before_update)
+
+    def evaluate_loss(self, batches: Sequence[dict[str, torch.Tensor]]) -> float:
+        """The mean loss of `batches` without gradients (in eval mode), averaged over data parallel."""
+        self.engine.eval()
+        try:
+            with torch.no_grad():
+                return self.steps.evaluate(self, batches)
+        finally:
+            self.engine.train()
 
     def to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {key: value.to(self.engine.device) for key, value in batch.items()}

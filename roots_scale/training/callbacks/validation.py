@@ -35,13 +35,8 @@ class Validation(Callback):
         if self._batches is None:
             self._batches = next(step_batches(self.dataset, trainer.settings.micro_batch_size, self.eval_iters,
                                               dist.get_rank(group=trainer.dp_group), trainer.data_parallel_size))
-        engine = trainer.engine
-        engine.eval()
         try:
-            with torch.no_grad():
-                losses = [engine(**trainer.to_device(batch)).float() for batch in self._batches]
+            loss = trainer.evaluate_loss(self._batches)
         finally:
-            engine.train()
             restore_rng_state(rng_state)
-        loss = trainer.mean_over_data_parallel(torch.stack(losses).mean())
         return {"valid_loss": loss, "valid_ppl": math.exp(min(loss, MAX_PPL_LOSS))}
