@@ -371,9 +371,11 @@ def validate(cfg: Config, world_size: int) -> BatchPlan:
     _require(p.pipeline >= 1, "parallel.pipeline", p.pipeline, "at least 1")
     if p.pipeline > 1:
         _check_pipeline(cfg)
-    _require(world_size % (p.tensor * p.pipeline) == 0, "parallel.tensor", p.tensor,
-             f"such that tensor × pipeline divides the world size {world_size}: "
-             f"{_divisors(world_size)}")
+    if world_size % (p.tensor * p.pipeline):
+        raise ConfigError(
+            f"parallel.tensor × parallel.pipeline = {p.tensor} × {p.pipeline} = {p.tensor * p.pipeline} does not "
+            f"divide the {world_size} processes of this job: the data-parallel size is processes / (tensor × "
+            f"pipeline), so tensor × pipeline must be one of {_divisors(world_size).removeprefix('valid values are ')}")
     if m.arch == "bert":
         _require(m.position_embedding == "learned", "model.position_embedding", m.position_embedding,
                  "'learned' for BERT")

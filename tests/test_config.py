@@ -18,10 +18,11 @@ PRESETS = sorted((ROOT / "configs").glob("*.yaml"))
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
 def test_every_preset_loads_and_validates(preset: Path, tmp_path: Path) -> None:
     cfg = load_config(preset, [f"data.path={tmp_path}"])
-    world = 8 * cfg.parallel.tensor
+    model_parallel = cfg.parallel.tensor * cfg.parallel.pipeline
+    world = 8 * model_parallel
     plan = validate(cfg, world)
     assert plan.global_batch_size == plan.micro_batch_size * plan.gradient_accumulation_steps * (
-        world // cfg.parallel.tensor)
+        world // model_parallel)
 
 
 def test_named_presets_exist() -> None:
@@ -83,7 +84,7 @@ def test_tensor_parallel_must_divide_heads(tmp_path: Path) -> None:
 
 def test_world_size_must_be_divisible_by_model_parallel(tmp_path: Path) -> None:
     cfg = load_config(ROOT / "configs/tiny_gpt.yaml", ["parallel.tensor=2", f"data.path={tmp_path}"])
-    with pytest.raises(ConfigError, match="divides the world size 3"):
+    with pytest.raises(ConfigError, match=r"2 × 1 = 2 does not divide the 3 processes of this job.*one of 1, 3"):
         validate(cfg, 3)
 
 

@@ -53,7 +53,7 @@ def test_dry_run_for_4_nodes_of_8_gpus(capsys: pytest.CaptureFixture, tmp_path: 
                      "--partition=gpu", "--account=my-project", "--time=24:00:00", "--constraint=a100",
                      "--signal=USR1@600", "--requeue", "--open-mode=append", "--job-name=it-s-a--test-"):
         assert expected in directives
-    assert "# Layout: 4 node(s) × 8 = 32 processes = tensor 2 × data 16; global batch 512 = micro 4 × " \
+    assert "# Layout: 4 node(s) × 8 = 32 processes = tensor 2 × pipeline 1 × data 16; global batch 512 = micro 4 × " \
            "accumulation 8 × data 16." in slurm
     assert "export PROCS_PER_NODE=8" in slurm and "module load cuda/12.4 nccl/2.21" in slurm
     assert "export CONFIG=configs/gpt_1b3.yaml" in slurm
@@ -77,7 +77,18 @@ def test_dry_run_for_4_nodes_of_8_gpus(capsys: pytest.CaptureFixture, tmp_path: 
     assert "NCCL_SOCKET_IFNAME=ib0" in command_line(deepspeed, '> "$DS_DIR/env"')  # pdsh carries the profile's env
 
 
+def test_the_13b_preset_runs_tensor_4_by_pipeline_2_on_two_nodes_of_8_gpus(capsys: pytest.CaptureFixture,
+                                                                           tmp_path: Path) -> None:
+    store = write_random_store(tmp_path / "store", num_documents=10)
+    profile = ROOT / "configs" / "clusters" / "example_2x8_gpu.yaml"
+    slurm = render(capsys, "train", "--cluster", str(profile), "--config", "configs/gpt_13b.yaml", f"data.path={store}")
+    assert "# Layout: 2 node(s) × 8 = 16 processes = tensor 4 × pipeline 2 × data 2; global batch 512 = micro 1 × " \
+           "accumulation 256 × data 2." in slurm
+    assert "--nodes=2" in slurm and "export PROCS_PER_NODE=8" in slurm
+
+
 @pytest.mark.parametrize(("overrides", "message"), [
+    (["parallel.pipeline=3"], "parallel.tensor × parallel.pipeline = 2 × 3 = 6 does not divide the 32 processes"),
     (["parallel.tensor=3"], "parallel.tensor = 3 is invalid: a tensor-parallel group must fit in one node "
                             "(8 processes): valid values are 1, 2, 4, 8"),
     (["model.num_kv_heads=2", "parallel.tensor=4"],

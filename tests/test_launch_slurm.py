@@ -88,6 +88,28 @@ def test_pretrain_slurm_bad_blend_fails_in_the_preflight(slurm_cluster: SlurmClu
     assert "pretrain.slurm: job" not in log
 
 
+def test_pretrain_slurm_runs_a_pipeline_layout_and_its_preflight_checks_the_layout(slurm_cluster: SlurmCluster,
+                                                                                    tmp_path: Path) -> None:
+    """tensor × pipeline × data against the job's processes: 1 × 3 cannot run on 2 and fails in the preflight;
+    1 × 2 × 1 trains, checkpoints and finishes."""
+    store = write_random_store(tmp_path / "store")
+    jobs = {stages: slurm_cluster.sbatch(
+        "--ntasks-per-node=2", f"--output={tmp_path}/pp{stages}-%j.out", "launch/pretrain.slurm",
+        "configs/tiny_gpt.yaml", f"data.path={store}", f"run.output_dir={tmp_path / f'run{stages}'}",
+        "model.num_layers=6", "train.iters=4", "train.save_interval=2", f"parallel.pipeline={stages}")
+        for stages in (3, 2)}
+    records = {stages: slurm_cluster.wait(job, timeout=300)[0] for stages, job in jobs.items()}
+    logs = {stages: (tmp_path / f"pp{stages}-{job}.out").read_text() for stages, job in jobs.items()}
+    assert (records[3]["JobState"], records[3]["Restarts"]) == ("FAILED", "0"), logs[3]
+    assert "parallel.tensor × parallel.pipeline = 1 × 3 = 3 does not divide the 2 processes" in logs[3]
+    assert "pretrain.slurm: job" not in logs[3]
+    assert records[2]["JobState"] == "COMPLETED", logs[2][-3000:]
+    assert "layout tensor 1 × pipeline 2 × data 1" in logs[2]
+    assert [m["step"] for m in read_metrics(tmp_path / "run2")] == [1, 2, 3, 4]
+    meta = yaml.safe_load((tmp_path / "run2" / "checkpoints" / "iter_0000004" / "meta.yaml").read_text())
+    assert meta["layout"]["pipeline"] == 2
+
+
 def test_generated_slurm_job_stops_requeueing_a_run_that_makes_no_progress(slurm_cluster: SlurmCluster,
                                                                            tmp_path: Path) -> None:
     """roots-launch train --submit on the local CPU profile (its #SBATCH header read by the real sbatch), with a

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from roots_core.errors import RootsError
-from roots_scale.config import Config, validate
+from roots_scale.config import BatchPlan, Config, validate
 from roots_scale.data.builder import check_sources
 from roots_scale.launch.profile import CONTROL_CHARACTERS, DIRECTIVE_VALUE, ClusterProfile, LaunchError
 
@@ -38,20 +38,33 @@ def template(name: str) -> str:
 
 def check_plan(profile: ClusterProfile, cfg: Config, config_path: str) -> str:
     """Validate `cfg` on the profile's world size; return a one-line description of the layout."""
-    world, per_node, tensor = profile.world_size, profile.processes_per_node, cfg.parallel.tensor
+    world, per_node = profile.world_size, profile.processes_per_node
     where = f"{config_path} on {profile.source} ({profile.nodes} node(s) × {per_node} process(es) = {world})"
-    if tensor >= 1 and per_node % tensor:
-        valid = ", ".join(str(d) for d in range(1, per_node + 1) if per_node % d == 0)
-        raise LaunchError(f"{where}: parallel.tensor = {tensor} is invalid: a tensor-parallel group must fit in "
-                          f"one node ({per_node} processes): valid values are {valid}")
     try:
-        plan = validate(cfg, world)
+        plan = check_layout(cfg, world, per_node)
         check_sources(cfg.data.path, cfg.data.split)
     except RootsError as err:
         raise LaunchError(f"{where}: {err}") from None
-    return (f"{profile.nodes} node(s) × {per_node} = {world} processes = tensor {tensor} × data "
-            f"{plan.data_parallel_size}; global batch {plan.global_batch_size} = micro {plan.micro_batch_size} × "
-            f"accumulation {plan.gradient_accumulation_steps} × data {plan.data_parallel_size}")
+    return f"{profile.nodes} node(s) × {per_node} = {world} processes = {describe_layout(cfg, plan)}"
+
+
+def check_layout(cfg: Config, world: int, per_node: int) -> BatchPlan:
+    """The batch plan of `cfg` on `world` processes, `per_node` to a node; LaunchError (or ConfigError) if the
+    tensor × pipeline × data layout cannot run there. A tensor-parallel group must sit inside one node (it talks
+    at every layer); pipeline stages and data-parallel replicas may span nodes."""
+    tensor = cfg.parallel.tensor
+    if tensor >= 1 and per_node % tensor:
+        valid = ", ".join(str(d) for d in range(1, per_node + 1) if per_node % d == 0)
+        raise LaunchError(f"parallel.tensor = {tensor} is invalid: a tensor-parallel group must fit in one node "
+                          f"({per_node} processes): valid values are {valid}")
+    return validate(cfg, world)
+
+
+def describe_layout(cfg: Config, plan: BatchPlan) -> str:
+    """`tensor 4 × pipeline 2 × data 2; global batch 512 = micro 4 × accumulation 64 × data 2`."""
+    return (f"tensor {cfg.parallel.tensor} × pipeline {cfg.parallel.pipeline} × data {plan.data_parallel_size}; "
+            f"global batch {plan.global_batch_size} = micro {plan.micro_batch_size} × accumulation "
+            f"{plan.gradient_accumulation_steps} × data {plan.data_parallel_size}")
 
 
 def render_training(launcher: str, profile: ClusterProfile, config_path: str, overrides: Sequence[str],
