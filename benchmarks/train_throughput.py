@@ -1,6 +1,11 @@
-"""Training throughput of a model config: tokens/s, model TFLOP/s per device and MFU, one process.
+"""Training throughput of a model config: tokens/s, model TFLOP/s per device and MFU, on one process or a layout.
 
     python benchmarks/train_throughput.py --config configs/tiny_gpt.yaml [--steps 10] [section.key=value ...]
+    python benchmarks/train_throughput.py --config configs/tiny_gpt.yaml --nproc 2 parallel.pipeline=2 ...
+
+With --nproc N the layout's step (tensor × pipeline × data from the overrides) is timed on N torchrun workers
+and set beside the 1F1B pipeline model (see `layout_table`): the bubble fraction (P − 1)/(m + P − 1) and the
+step time the model predicts from one process stepping the whole model.
 
 Steps the trainer's own step (`Trainer.train_step`: DeepSpeed engine over our megatron-core layers,
 built as `roots_scale.pretrain` builds it) on random tokens, micro_batch_size × accumulation per
@@ -17,8 +22,12 @@ to GPT-2's 50257 (padded as in training) when the config leaves it to the token 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -131,34 +140,87 @@ def random_batches(cfg: Config, vocab: int, micro_batch_size: int, accumulation:
     return batches
 
 
+def build_trainer(cfg: Config, plan, vocab: int):
+    """(trainer, flops meter, device batches) of a training run's model and engine on the initialized world."""
+    from megatron.core import parallel_state
+
+    from roots_scale.run import build_engine
+    from roots_scale.training.flops import FlopsMeter
+    from roots_scale.training.pipeline import PipelineSteps
+    from roots_scale.training.trainer import LoopSettings, Trainer
+
+    _, engine = build_engine(cfg, plan, vocab)  # the model and engine exactly as a training run builds them
+    world = torch.distributed.get_world_size()
+    flops = FlopsMeter.for_run(cfg.model, vocab, world, cfg.train.precision, cfg.train.peak_tflops)
+    settings = LoopSettings(cfg.train.iters, plan.micro_batch_size, plan.gradient_accumulation_steps)
+    steps = PipelineSteps(engine) if cfg.parallel.pipeline > 1 else None
+    trainer = Trainer(engine, [], settings, lambda step: cfg.optimizer.lr, parallel_state.get_data_parallel_group(),
+                      steps=steps)
+    batches = random_batches(cfg, vocab, plan.micro_batch_size, plan.gradient_accumulation_steps, engine.device)
+    return trainer, flops, batches
+
+
+def time_steps(rows: dict, steps: int) -> dict[str, list[float]]:
+    """Seconds per step of each row's step function, alternating step by step after two warm-up steps."""
+    seconds: dict[str, list[float]] = {name: [] for name in rows}
+    for repeat in range(2 + steps):  # alternate step by step, so load changes hit both alike
+        for name, step in rows.items():
+            start = time.perf_counter()
+            step()  # ends in a host sync (.item())
+            if repeat >= 2:  # warm-up: allocations, optimizer state
+                seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def setup(config: str, overrides: list[str], world_size: int):
+    """(config, batch plan, padded vocab) for a benchmark run on `world_size` processes."""
+    on_cpu = not torch.cuda.is_available()
+    cfg = load_config(config, [*overrides, *(["train.precision=fp32"] if on_cpu else [])])
+    cfg.data.path = str(ROOT)  # random tokens, no store; validate only checks that the path exists
+    plan = validate(cfg, world_size=world_size)
+    vocab = padded_vocab_size(cfg.model.vocab_size or GPT2_VOCAB, cfg.model.make_vocab_size_divisible_by)
+    return cfg, plan, vocab
+
+
+def describe(config: str, cfg: Config, plan, vocab: int, flops, steps: int) -> str:
+    from roots_scale.training.deepspeed_config import effective_zero_stage
+    from roots_scale.training.flops import device_name
+
+    m = cfg.model
+    return (f"\n{Path(config).stem}: {m.num_layers} layers, hidden {m.hidden_size}, {m.num_attention_heads} heads, "
+            f"seq {m.seq_length}, vocab {vocab}, {plan.global_batch_size * m.seq_length} tokens/step "
+            f"(micro {plan.micro_batch_size} × {plan.gradient_accumulation_steps}"
+            f"{f' × data {plan.data_parallel_size}' if plan.data_parallel_size > 1 else ''}), {cfg.train.precision}, "
+            f"ZeRO-{cfg.parallel.zero_stage} (runs as ZeRO-{effective_zero_stage(cfg, plan)}); device {device_name()}; "
+            f"{flops.flops_per_token / 1e6:,.1f} MFLOPs/token; median of {steps} steps")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--steps", type=int, default=20, help="timed steps of each kind (after two warm-up steps)")
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="processes for a parallel layout (parallel.tensor × parallel.pipeline × data), started "
+                             "with torchrun; the table compares them with the pipeline model of one process")
+    parser.add_argument("--result", help=argparse.SUPPRESS)  # a torchrun worker's medians (JSON), for its parent
     args, overrides = parser.parse_known_args(argv)
-
-    from megatron.core import parallel_state
+    if args.nproc > 1 and "RANK" not in os.environ:
+        layout_table(args, overrides)
+        return
 
     from roots_scale.distributed import discover_launch_env, init_distributed
-    from roots_scale.run import build_engine
-    from roots_scale.training.deepspeed_config import effective_zero_stage
-    from roots_scale.training.flops import FlopsMeter, device_name
-    from roots_scale.training.trainer import LoopSettings, Trainer
 
-    on_cpu = not torch.cuda.is_available()
-    cfg = load_config(args.config, [*overrides, *(["train.precision=fp32"] if on_cpu else [])])
-    cfg.data.path = str(ROOT)  # random tokens, no store; validate only checks that the path exists
-    plan = validate(cfg, world_size=1)
     launch = discover_launch_env()
+    cfg, plan, vocab = setup(args.config, overrides, launch.world_size)
     init_distributed(launch, cfg.parallel.tensor, cfg.parallel.pipeline)
-    vocab = padded_vocab_size(cfg.model.vocab_size or GPT2_VOCAB, cfg.model.make_vocab_size_divisible_by)
-
-    _, engine = build_engine(cfg, plan, vocab)  # the model and engine exactly as a training run builds them
-    flops = FlopsMeter.for_run(cfg.model, vocab, 1, cfg.train.precision, cfg.train.peak_tflops)
-    settings = LoopSettings(cfg.train.iters, plan.micro_batch_size, plan.gradient_accumulation_steps)
-    trainer = Trainer(engine, [], settings, lambda step: cfg.optimizer.lr, parallel_state.get_data_parallel_group())
-    batches = random_batches(cfg, vocab, plan.micro_batch_size, plan.gradient_accumulation_steps, engine.device)
+    trainer, flops, batches = build_trainer(cfg, plan, vocab)
     rows = {"roots_scale (DeepSpeed)": lambda: trainer.train_step(batches, cfg.optimizer.lr)}
+    on_cpu = not torch.cuda.is_available()
+    if args.result:  # a worker of layout_table: report this layout's step times and stop
+        seconds = time_steps(rows, args.steps)["roots_scale (DeepSpeed)"]
+        if launch.rank == 0:
+            Path(args.result).write_text(json.dumps({"seconds": seconds, "threads": torch.get_num_threads()}))
+        return
     if on_cpu:
         plain = PlainGPT(cfg.model, vocab)
         decay = [p for p in plain.parameters() if p.dim() >= 2]
@@ -167,21 +229,10 @@ def main(argv: list[str] | None = None) -> None:
             [{"params": decay, "weight_decay": cfg.optimizer.weight_decay}, {"params": rest, "weight_decay": 0.0}],
             lr=cfg.optimizer.lr, betas=(cfg.optimizer.beta1, cfg.optimizer.beta2), eps=cfg.optimizer.eps)
         rows["plain PyTorch"] = lambda: plain_step(plain, optimizer, batches, cfg.optimizer.clip_grad)
-    seconds: dict[str, list[float]] = {name: [] for name in rows}
-    for repeat in range(2 + args.steps):  # alternate step by step, so load changes hit both alike
-        for name, step in rows.items():
-            start = time.perf_counter()
-            step()  # ends in a host sync (.item())
-            if repeat >= 2:  # warm-up: allocations, optimizer state
-                seconds[name].append(time.perf_counter() - start)
+    seconds = time_steps(rows, args.steps)
 
     tokens_per_step = plan.global_batch_size * cfg.model.seq_length
-    m = cfg.model
-    print(f"\n{Path(args.config).stem}: {m.num_layers} layers, hidden {m.hidden_size}, {m.num_attention_heads} heads, "
-          f"seq {m.seq_length}, vocab {vocab}, {tokens_per_step} tokens/step "
-          f"(micro {plan.micro_batch_size} × {plan.gradient_accumulation_steps}), {cfg.train.precision}, "
-          f"ZeRO-{cfg.parallel.zero_stage} (runs as ZeRO-{effective_zero_stage(cfg, plan)}); device {device_name()}; "
-          f"{flops.flops_per_token / 1e6:,.1f} MFLOPs/token; median of {args.steps} steps")
+    print(describe(args.config, cfg, plan, vocab, flops, args.steps))
     print(f"{'step':<26}{'s/step':>10}{'tokens/s':>12}{'TFLOP/s/dev':>13}{'MFU':>8}{'vs plain':>10}")
     reference = statistics.median(seconds["plain PyTorch"]) if on_cpu else None
     for name, times in seconds.items():
@@ -192,6 +243,61 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:<26}{step_seconds:>10.4f}{tokens_per_sec:>12,.0f}"
               f"{flops.flops_per_device(tokens_per_sec) / 1e12:>13.4f}{'n/a' if mfu is None else f'{mfu:.1%}':>8}"
               f"{ratio:>10}")
+
+
+def layout_table(args: argparse.Namespace, overrides: list[str]) -> None:
+    """Time the layout on `--nproc` torchrun workers, then one process stepping one replica's batch with the
+    whole model (same micro-batch and accumulation, same threads per process), and compare the layout's step
+    time with the 1F1B pipeline model: each of the T × P model-parallel ranks does 1/(T × P) of the work per
+    micro-batch, and a step takes m + P − 1 micro-batch slots, so
+
+        predicted = T1 / (T × P) × (m + P − 1) / m,   bubble = (P − 1) / (m + P − 1).
+
+    Communication (activations between stages, TP all-reduces, DP gradient all-reduce) is what the model leaves
+    out: the gap between predicted and measured is its cost."""
+    cfg, plan, vocab = setup(args.config, overrides, args.nproc)
+    threads = max(1, (os.cpu_count() or 1) // args.nproc) if not torch.cuda.is_available() else None
+    with tempfile.TemporaryDirectory() as scratch:
+        result = Path(scratch) / "layout.json"
+        env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+                   __file__, "--config", args.config, "--steps", str(args.steps), "--result", str(result), *overrides]
+        subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+        layout = json.loads(result.read_text())
+
+    from roots_scale.distributed import discover_launch_env, init_distributed
+
+    if threads:
+        torch.set_num_threads(threads)
+    single = [*overrides, "parallel.tensor=1", "parallel.pipeline=1",
+              f"train.gradient_accumulation_steps={plan.gradient_accumulation_steps}",
+              f"train.micro_batch_size={plan.micro_batch_size}", "train.global_batch_size=null"]
+    one_cfg, one_plan, _ = setup(args.config, single, 1)
+    init_distributed(discover_launch_env(), 1, 1)
+    trainer, one_flops, batches = build_trainer(one_cfg, one_plan, vocab)
+    one = time_steps({"one": lambda: trainer.train_step(batches, one_cfg.optimizer.lr)}, args.steps)["one"]
+
+    t, p, m = cfg.parallel.tensor, cfg.parallel.pipeline, plan.gradient_accumulation_steps
+    t1, measured = statistics.median(one), statistics.median(layout["seconds"])
+    predicted = t1 / (t * p) * (m + p - 1) / m
+    bubble = (p - 1) / (m + p - 1)
+    tokens_per_sec = plan.global_batch_size * cfg.model.seq_length / measured
+    from roots_scale.training.flops import FlopsMeter
+
+    flops = FlopsMeter.for_run(cfg.model, vocab, args.nproc, cfg.train.precision, cfg.train.peak_tflops)
+    print(describe(args.config, cfg, plan, vocab, flops, args.steps))
+    print(f"layout tensor {t} × pipeline {p} × data {plan.data_parallel_size} on {args.nproc} processes"
+          f"{f' ({threads} thread(s) each)' if threads else ''}; m = {m} micro-batches per step")
+    print(f"{'':<34}{'s/step':>10}{'tokens/s':>12}{'TFLOP/s/dev':>13}{'MFU':>8}")
+    mfu = flops.mfu(tokens_per_sec)
+    print(f"{'one process, whole model (T1)':<34}{t1:>10.4f}"
+          f"{one_plan.global_batch_size * cfg.model.seq_length / t1:>12,.0f}"
+          f"{one_flops.flops_per_device(one_plan.global_batch_size * cfg.model.seq_length / t1) / 1e12:>13.4f}"
+          f"{'':>8}")
+    print(f"{'layout, measured':<34}{measured:>10.4f}{tokens_per_sec:>12,.0f}"
+          f"{flops.flops_per_device(tokens_per_sec) / 1e12:>13.4f}{'n/a' if mfu is None else f'{mfu:.1%}':>8}")
+    print(f"{'layout, 1F1B model (no comm.)':<34}{predicted:>10.4f}")
+    print(f"pipeline bubble (P−1)/(m+P−1) = {bubble:.1%}; measured / predicted = {measured / predicted:.2f}")
 
 
 if __name__ == "__main__":
