@@ -109,6 +109,8 @@ def gpt_layer_specs(cfg: ModelConfig, vocab_size: int, tensor_parallel_size: int
 def build_pipeline_gpt(cfg: ModelConfig, vocab_size: int, tensor_parallel_size: int, topology, seed: int,
                        partition: str = "uniform") -> PipelineModule:
     """This rank's stage of a GPT cut into `topology`'s pipeline stages, each layer seeded as `GPT` seeds it."""
-    return PipelineModule(layers=gpt_layer_specs(cfg, vocab_size, tensor_parallel_size), topology=topology,
-                          loss_fn=language_model_loss, seed_layers=True, seed_fn=torch.manual_seed, base_seed=seed,
-                          partition_method=PARTITIONS[partition], activation_checkpoint_interval=0)
+    with torch.no_grad():  # DeepSpeed broadcasts the tied embedding in place: keep that out of autograd's graph
+        return PipelineModule(layers=gpt_layer_specs(cfg, vocab_size, tensor_parallel_size), topology=topology,
+                              loss_fn=language_model_loss, seed_layers=True, seed_fn=torch.manual_seed,
+                              base_seed=seed, partition_method=PARTITIONS[partition],
+                              activation_checkpoint_interval=0)
