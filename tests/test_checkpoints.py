@@ -328,3 +328,27 @@ def test_a_full_disk_fails_the_save_cleanly_and_keeps_latest(tmp_path: Path, sto
         assert "step 3/8" in output and "step 1/8" not in output  # the restart resumed from step 2
     finally:
         subprocess.run(["umount", str(checkpoints)], check=True)
+
+
+@pytest.mark.parametrize("nproc,layout,target", [
+    (1, [], (2, ["train.micro_batch_size=2"])),  # ZeRO-0 → DP=2 at ZeRO-1
+    (2, ["parallel.pipeline=2"], (1, [])),  # the pipeline engine's ZeRO-1 → one process at ZeRO-0
+])
+def test_bf16_checkpoints_hold_the_fp32_master_weights_and_reshape(tmp_path: Path, store: Path, nproc: int,
+                                                                   layout: list[str], target) -> None:
+    """bf16 at ZeRO-0 (DeepSpeed keeps an fp32 master copy per weight) and through the pipeline engine (ZeRO-1):
+    the layout-free state is the fp32 master, not the bf16 weight, and resumes on another layout."""
+    source = tmp_path / "source"
+    bf16 = ["train.precision=bf16", "train.iters=4", "train.save_interval=2", "checkpoint.keep_last=null"]
+    finish(*run_args("gpt", store, source, *bf16, *layout), nproc=nproc)
+    shard = sorted((source / "checkpoints" / "iter_0000002" / "layout_free").glob("*.pt"))[0]
+    weights = torch.load(shard, weights_only=True)["tensors"]["layers.0.mlp.fc_in.weight"]
+    assert weights.dtype == torch.float32 and not torch.equal(weights, weights.bfloat16().float())
+    run = tmp_path / "reshaped"
+    shutil.copytree(source, run)
+    (run / "checkpoints" / "latest").write_text("iter_0000002\n")
+    for later in ("iter_0000003", "iter_0000004"):
+        shutil.rmtree(run / "checkpoints" / later, ignore_errors=True)
+    output = finish(*run_args("gpt", store, run, *bf16, *target[1]), nproc=target[0])
+    assert "layout-free state" in output
+    assert losses(run)[2] == pytest.approx(losses(source)[2], rel=2e-2)

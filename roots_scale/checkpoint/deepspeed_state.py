@@ -59,14 +59,25 @@ def adam_step(engine) -> int:
     return 0
 
 
+def zero0_master(engine, param: torch.Tensor) -> torch.Tensor:
+    """The tensor torch's AdamW updates for `param` at ZeRO-0: the parameter itself in fp32, or, in bf16/fp16,
+    the fp32 master copy DeepSpeed's unfused mixed-precision optimizer keeps beside it (Adam's state is keyed by
+    that copy, and the copy is what the next step writes back into the parameter)."""
+    wrapper = engine.optimizer
+    for low, masters in zip(getattr(wrapper, "fp16_groups", ()), getattr(wrapper, "fp32_groups", ())):
+        for candidate, master in zip(low, masters):
+            if candidate is param:
+                return master
+    return param
+
+
 def gather_fp32(engine, param: torch.Tensor, moment: str | None) -> torch.Tensor:
     """This rank's TP-local parameter (or Adam moment), gathered over ZeRO partitions, on the CPU. Collective."""
     value = safe_get_full_fp32_param(param) if moment is None else safe_get_full_optimizer_state(param, moment)
-    if value is not None:
-        return value.detach().float().cpu()
-    if moment is None:
-        return param.detach().float().cpu()
-    return base_optimizer(engine).state[param][moment].detach().float().cpu()
+    if value is None:
+        master = zero0_master(engine, param)
+        value = master if moment is None else base_optimizer(engine).state[master][moment]
+    return value.detach().float().cpu()
 
 
 def set_fp32(engine, param: torch.Tensor, value: torch.Tensor, moments: dict[str, torch.Tensor]) -> None:
@@ -80,8 +91,10 @@ def set_fp32(engine, param: torch.Tensor, value: torch.Tensor, moments: dict[str
         safe_set_full_fp32_param(param, value)
         for moment, tensor in moments.items():
             safe_set_full_optimizer_state(param, tensor, moment)
-    else:  # ZeRO-0 fp32: torch's AdamW holds the moments of the parameter itself
-        base_optimizer(engine).state[param].update(moments)
+    else:  # ZeRO-0: torch's AdamW holds the moments of the parameter itself, or of its fp32 master copy
+        master = zero0_master(engine, param)
+        master.copy_(value)
+        base_optimizer(engine).state[master].update(moments)
 
 
 def set_adam_step(engine, step: int) -> None:
