@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -53,3 +54,23 @@ def signal_job(job: subprocess.Popen, number: signal.Signals) -> None:
         job.wait(timeout=60)
         _, alive = psutil.wait_procs(processes, timeout=60)
         assert not alive, f"still running after SIGKILL: {alive}"
+
+
+def logged_steps(run_dir: Path) -> int:
+    """How many steps a run has logged to its metrics.jsonl so far."""
+    path = run_dir / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.is_file() else 0
+
+
+def wait_for(predicate, job: subprocess.Popen, log: Path, timeout: float = 180.0) -> None:
+    """Poll `predicate` until it holds; fail with the job's log if the job ends first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert job.poll() is None, f"the job ended early:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"timed out:\n{log.read_text()[-3000:]}"
+        time.sleep(0.05)
+
+
+def kill_job(job: subprocess.Popen) -> None:
+    """SIGKILL the job and all its workers, as a crashed node would leave them."""
+    signal_job(job, signal.SIGKILL)

@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from distributed_helpers import ROOT, signal_job, torchrun_background
+from distributed_helpers import ROOT, kill_job, logged_steps, signal_job, torchrun_background, wait_for
 from faulty_pretrain import NaNLoss, nan_steps
 from in_process import pretrain_ranks
 from store_helpers import write_random_store
@@ -42,11 +42,6 @@ def losses(run_dir: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def logged_steps(run_dir: Path) -> int:
-    path = run_dir / "metrics.jsonl"
-    return len(path.read_text().splitlines()) if path.is_file() else 0
-
-
 def latest(run_dir: Path) -> str:
     return (run_dir / "checkpoints" / "latest").read_text().strip()
 
@@ -61,18 +56,6 @@ def finish(*args: str, nproc: int = 2, nan_at: str | None = None, expect: int = 
     callbacks = (lambda: [NaNLoss(nan_steps(nan_at))]) if nan_at else None
     results = pretrain_ranks(nproc, *args, callbacks=callbacks, expect=expect)
     return "\n".join(result.output for result in results)
-
-
-def wait_for(predicate, job: subprocess.Popen, log: Path, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert job.poll() is None, f"the job ended early:\n{log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"timed out:\n{log.read_text()[-3000:]}"
-        time.sleep(0.05)
-
-
-def kill_job(job: subprocess.Popen) -> None:
-    signal_job(job, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")

@@ -16,15 +16,16 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from distributed_helpers import ROOT, signal_job, torchrun_background
+from distributed_helpers import ROOT, kill_job, logged_steps, signal_job, torchrun_background, wait_for
 from faulty_pretrain import NaNLoss, nan_steps
 from hf_models import write_text_store
 from in_process import pretrain_ranks
 from roots_scale import cli
 from roots_scale.config import ConfigError, load_config, validate
+from roots_scale.training.metrics import tensorboard_tag
 from store_helpers import write_random_store
-from test_checkpoints import kill_job, logged_steps, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -219,15 +220,21 @@ def test_a_vetoed_step_moves_no_weight_on_any_stage(store: Path, tmp_path: Path)
     assert records(run)[3]["loss"] == records(run)[3]["loss"]  # finite again
 
 
-def test_exit_duration_saves_and_the_rerun_continues(store: Path, tmp_path: Path) -> None:
+def test_exit_duration_saves_and_the_rerun_continues_with_tensorboard(store: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    train(store, run, 2, "parallel.pipeline=2", "train.exit_duration_minutes=1e-6", "train.eval_interval=null",
+    train(store, run, 2, "parallel.pipeline=2", "train.exit_duration_minutes=1e-6", "run.tensorboard=true",
           expect=3)
     status = json.loads((run / "exit_status.json").read_text())
     assert status["reason"] == "exit_duration" and status["requeue"]
     assert (run / "checkpoints" / "latest").read_text().strip() == f"iter_{status['step']:07d}"
-    train(store, run, 2, "parallel.pipeline=2", "train.eval_interval=null")
+    train(store, run, 2, "parallel.pipeline=2", "run.tensorboard=true")
     assert [r["step"] for r in records(run)] == list(range(1, STEPS + 1))
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    logged = {event.step: event.value for event in events.Scalars(tensorboard_tag("loss"))}
+    assert logged == pytest.approx({r["step"]: r["loss"] for r in records(run)}, rel=1e-6)
+    valid = [event.step for event in events.Scalars(tensorboard_tag("valid_loss"))]
+    assert valid == [5, 10]
 
 
 @pytest.mark.parametrize("override,fragment", [
