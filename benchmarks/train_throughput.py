@@ -146,16 +146,15 @@ def build_trainer(cfg: Config, plan, vocab: int):
 
     from roots_scale.run import build_engine
     from roots_scale.training.flops import FlopsMeter
-    from roots_scale.training.pipeline import PipelineSteps
+    from roots_scale.training.pipeline import engine_steps
     from roots_scale.training.trainer import LoopSettings, Trainer
 
     _, engine = build_engine(cfg, plan, vocab)  # the model and engine exactly as a training run builds them
     world = torch.distributed.get_world_size()
     flops = FlopsMeter.for_run(cfg.model, vocab, world, cfg.train.precision, cfg.train.peak_tflops)
     settings = LoopSettings(cfg.train.iters, plan.micro_batch_size, plan.gradient_accumulation_steps)
-    steps = PipelineSteps(engine) if cfg.parallel.pipeline > 1 else None
     trainer = Trainer(engine, [], settings, lambda step: cfg.optimizer.lr, parallel_state.get_data_parallel_group(),
-                      steps=steps)
+                      steps=engine_steps(engine))
     batches = random_batches(cfg, vocab, plan.micro_batch_size, plan.gradient_accumulation_steps, engine.device)
     return trainer, flops, batches
 
@@ -202,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nproc", type=int, default=1,
                         help="processes for a parallel layout (parallel.tensor × parallel.pipeline × data), started "
                              "with torchrun; the table compares them with the pipeline model of one process")
-    parser.add_argument("--result", help=argparse.SUPPRESS)  # a torchrun worker's medians (JSON), for its parent
+    parser.add_argument("--result", help=argparse.SUPPRESS)  # a torchrun worker's step times (JSON), for its parent
     args, overrides = parser.parse_known_args(argv)
     if args.nproc > 1 and "RANK" not in os.environ:
         layout_table(args, overrides)
@@ -219,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.result:  # a worker of layout_table: report this layout's step times and stop
         seconds = time_steps(rows, args.steps)["roots_scale (DeepSpeed)"]
         if launch.rank == 0:
-            Path(args.result).write_text(json.dumps({"seconds": seconds, "threads": torch.get_num_threads()}))
+            Path(args.result).write_text(json.dumps(seconds))
         return
     if on_cpu:
         plain = PlainGPT(cfg.model, vocab)
@@ -263,9 +262,10 @@ def layout_table(args: argparse.Namespace, overrides: list[str]) -> None:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
                    __file__, "--config", args.config, "--steps", str(args.steps), "--result", str(result), *overrides]
         subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
-        layout = json.loads(result.read_text())
+        layout_seconds = json.loads(result.read_text())
 
     from roots_scale.distributed import discover_launch_env, init_distributed
+    from roots_scale.training.flops import FlopsMeter
 
     if threads:
         torch.set_num_threads(threads)
@@ -278,22 +278,19 @@ def layout_table(args: argparse.Namespace, overrides: list[str]) -> None:
     one = time_steps({"one": lambda: trainer.train_step(batches, one_cfg.optimizer.lr)}, args.steps)["one"]
 
     t, p, m = cfg.parallel.tensor, cfg.parallel.pipeline, plan.gradient_accumulation_steps
-    t1, measured = statistics.median(one), statistics.median(layout["seconds"])
+    t1, measured = statistics.median(one), statistics.median(layout_seconds)
     predicted = t1 / (t * p) * (m + p - 1) / m
     bubble = (p - 1) / (m + p - 1)
     tokens_per_sec = plan.global_batch_size * cfg.model.seq_length / measured
-    from roots_scale.training.flops import FlopsMeter
-
+    one_tokens_per_sec = one_plan.global_batch_size * cfg.model.seq_length / t1
     flops = FlopsMeter.for_run(cfg.model, vocab, args.nproc, cfg.train.precision, cfg.train.peak_tflops)
     print(describe(args.config, cfg, plan, vocab, flops, args.steps))
     print(f"layout tensor {t} × pipeline {p} × data {plan.data_parallel_size} on {args.nproc} processes"
           f"{f' ({threads} thread(s) each)' if threads else ''}; m = {m} micro-batches per step")
     print(f"{'':<34}{'s/step':>10}{'tokens/s':>12}{'TFLOP/s/dev':>13}{'MFU':>8}")
     mfu = flops.mfu(tokens_per_sec)
-    print(f"{'one process, whole model (T1)':<34}{t1:>10.4f}"
-          f"{one_plan.global_batch_size * cfg.model.seq_length / t1:>12,.0f}"
-          f"{one_flops.flops_per_device(one_plan.global_batch_size * cfg.model.seq_length / t1) / 1e12:>13.4f}"
-          f"{'':>8}")
+    print(f"{'one process, whole model (T1)':<34}{t1:>10.4f}{one_tokens_per_sec:>12,.0f}"
+          f"{one_flops.flops_per_device(one_tokens_per_sec) / 1e12:>13.4f}{'':>8}")
     print(f"{'layout, measured':<34}{measured:>10.4f}{tokens_per_sec:>12,.0f}"
           f"{flops.flops_per_device(tokens_per_sec) / 1e12:>13.4f}{'n/a' if mfu is None else f'{mfu:.1%}':>8}")
     print(f"{'layout, 1F1B model (no comm.)':<34}{predicted:>10.4f}")

@@ -40,7 +40,7 @@ from roots_scale.training.deepspeed_config import build_deepspeed_config, effect
 from roots_scale.training.flops import FlopsMeter
 from roots_scale.training.metrics import MetricsLogger
 from roots_scale.training.optimizer import build_optimizer
-from roots_scale.training.pipeline import PipelineSteps
+from roots_scale.training.pipeline import engine_steps
 from roots_scale.training.schedules import learning_rate
 from roots_scale.training.trainer import Callback, LoopSettings, Trainer
 
@@ -162,6 +162,5 @@ def build_run(cfg: Config, plan: BatchPlan, launch: LaunchEnv, started_at: float
     settings = LoopSettings(t.iters, plan.micro_batch_size, plan.gradient_accumulation_steps, cfg.data.num_workers,
                             pin_memory=torch.cuda.is_available())
     trainer = Trainer(engine, data.train, settings, lambda step: learning_rate(step, t.iters, cfg.optimizer),
-                      parallel_state.get_data_parallel_group(), callbacks,
-                      PipelineSteps(engine) if cfg.parallel.pipeline > 1 else None)
+                      parallel_state.get_data_parallel_group(), callbacks, engine_steps(engine))
     return Run(trainer, model, engine, checkpoints, data)

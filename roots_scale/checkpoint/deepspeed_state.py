@@ -23,7 +23,7 @@ from deepspeed.utils import (
 from roots_core.atomic import atomic_path
 from roots_scale.checkpoint.consolidated import MOMENTS, FullState, shard_name
 from roots_scale.models.names import model_parameters
-from roots_scale.models.tensor_parallel import check_names, local_slice, partition_of
+from roots_scale.models.tensor_parallel import local_slice, partition_of
 
 
 def base_optimizer(engine) -> torch.optim.Optimizer:
@@ -93,7 +93,8 @@ def set_fp32(engine, param: torch.Tensor, value: torch.Tensor, moments: dict[str
             safe_set_full_optimizer_state(param, tensor, moment)
     else:  # ZeRO-0: torch's AdamW holds the moments of the parameter itself, or of its fp32 master copy
         master = zero0_master(engine, param)
-        master.copy_(value)
+        if master is not param:
+            master.copy_(value)
         base_optimizer(engine).state[master].update(moments)
 
 
@@ -136,8 +137,7 @@ def save_consolidated(engine, folder: Path, at: Coordinates) -> None:
 
 def load_into_engine(engine, state: FullState, tp_rank: int, tp_size: int) -> None:
     """Set every weight, fp32 master copy and Adam moment this rank holds from a full state. Collective.
-    The caller checks that the state holds nothing the whole model lacks (a pipeline stage sees only its part)."""
-    check_names({name for name, _ in model_parameters(engine.module)}, state.params, whole_model=False)
+    The caller checks that the state's names are the whole model's (a pipeline stage sees only its part)."""
     link_optimizer_states(engine)
     with torch.no_grad():
         for name, param in model_parameters(engine.module):

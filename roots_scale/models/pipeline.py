@@ -2,9 +2,9 @@
 
 Each pipeline layer names its weights the way `GPT` does (a block holds `layers.<i>.…`), so a
 parameter's name in the whole model is its pipeline name without the leading layer index
-(models/names.py): checkpoints, reshaping and conversion see the same names whatever the number of stages. With tied embeddings the last stage
-holds a copy of the token embedding that DeepSpeed keeps equal to the first stage's (its gradients
-are summed over the two stages).
+(models/names.py): checkpoints, reshaping and conversion see the same names whatever the number of
+stages. With tied embeddings the last stage holds a copy of the token embedding that DeepSpeed keeps
+equal to the first stage's (its gradients are summed over the two stages).
 
 The stages' process groups come from the topology handed in (roots_scale.distributed builds it);
 this file only says what the layers are.

@@ -48,11 +48,9 @@ def local_slice(param: torch.Tensor, full: torch.Tensor, name: str, tp_rank: int
     return local
 
 
-def check_names(names: set[str], params: dict[str, torch.Tensor], whole_model: bool = True) -> None:
-    """ModelError unless `params` names exactly the model's parameters `names` (or, for one pipeline stage,
-    `whole_model=False`, holds at least the stage's)."""
-    missing = sorted(names - params.keys())
-    unexpected = sorted(params.keys() - names) if whole_model else []
+def check_names(names: set[str], params: dict[str, torch.Tensor]) -> None:
+    """ModelError unless `params` names exactly the model's parameters `names`."""
+    missing, unexpected = sorted(names - params.keys()), sorted(params.keys() - names)
     if missing or unexpected:
         raise ModelError(f"the checkpoint does not fit the model: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}; the model config differs from the checkpoint's")

@@ -12,8 +12,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 from deepspeed.runtime.pipe import schedule
+from deepspeed.runtime.pipe.engine import PipelineEngine
 
-from roots_scale.training.trainer import EngineSteps, Trainer
+from roots_scale.training.trainer import EngineSteps, MicroBatchSteps, Trainer
 
 
 def pipeline_batch(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,3 +46,9 @@ class PipelineSteps(EngineSteps):
         loss = trainer.engine.eval_batch(iter([pipeline_batch(batch) for batch in batches]),
                                          num_micro_batches=len(batches))
         return float(loss)
+
+
+def engine_steps(engine) -> EngineSteps:
+    """The steps `engine` takes: the pipeline schedule for DeepSpeed's pipeline engine, else micro-batch by
+    micro-batch."""
+    return PipelineSteps(engine) if isinstance(engine, PipelineEngine) else MicroBatchSteps()
