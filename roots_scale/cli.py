@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 from roots_core.errors import RootsError
 
@@ -13,6 +14,7 @@ SUBCOMMANDS = {  # roots-train NAME ...: module with main(argv) -> exit code
     "export-hf": "roots_scale.posttrain.hf.export",
     "generate": "roots_scale.posttrain.generate",
     "evaluate": "roots_scale.posttrain.evaluate",
+    "plan": "roots_scale.planning.cli",
 }
 
 
@@ -23,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return pretrain.main(argv)
     name = argv[0]
+    warnings.filterwarnings("ignore", message="Transformer Engine and Apex are not installed")  # megatron-core's
     try:
         return importlib.import_module(SUBCOMMANDS[name]).main(argv[1:])
     except RootsError as err:

@@ -88,6 +88,9 @@ class ParallelConfig:
     # transformer blocks (the embedding joins the first, the final norm and output layer the last);
     # `parameters` balances the stages' parameter counts, for any pipeline size up to num_layers.
     pipeline_partition: Literal["uniform", "parameters"] = "uniform"
+    # Megatron's sequence parallelism: norms, dropout and residuals on 1/tensor of the sequence, which divides
+    # the activations the tensor-parallel layers do not split by the tensor-parallel size.
+    sequence_parallel: bool = False
 
 
 @dataclass
@@ -349,8 +352,9 @@ class BatchPlan:
         return self.micro_batch_size * self.gradient_accumulation_steps * self.data_parallel_size
 
 
-def validate(cfg: Config, world_size: int) -> BatchPlan:
+def validate(cfg: Config, world_size: int, check_data: bool = True) -> BatchPlan:
     """Check every combination that cannot work on `world_size` processes; return the batch plan.
+    `check_data=False` leaves `data.path` unchecked (the layout planner needs no data).
 
     Also resolves the train length: `train.tokens`, when set, overrides `train.iters` with
     ceil(tokens / (global batch × seq_length)), written back so config.yaml records both.
@@ -369,6 +373,13 @@ def validate(cfg: Config, world_size: int) -> BatchPlan:
     _require(m.ffn_size % p.tensor == 0, "parallel.tensor", p.tensor,
              f"a divisor of the FFN size ({m.ffn_size})")
     _require(p.pipeline >= 1, "parallel.pipeline", p.pipeline, "at least 1")
+    if p.sequence_parallel:
+        _require(p.tensor > 1, "parallel.sequence_parallel", p.sequence_parallel,
+                 "false with parallel.tensor = 1: it splits the sequence over the tensor-parallel group")
+        _require(m.arch == "gpt", "parallel.sequence_parallel", p.sequence_parallel,
+                 "false for BERT (sequence parallelism runs GPT models)")
+        _require(m.seq_length % p.tensor == 0, "model.seq_length", m.seq_length,
+                 f"a multiple of parallel.tensor ({p.tensor}) with parallel.sequence_parallel=true")
     if p.pipeline > 1:
         _check_pipeline(cfg)
     if world_size % (p.tensor * p.pipeline):
@@ -408,8 +419,9 @@ def validate(cfg: Config, world_size: int) -> BatchPlan:
     _require(t.peak_tflops is None or t.peak_tflops > 0, "train.peak_tflops", t.peak_tflops, "positive, or null")
     _require(cfg.optimizer.min_lr <= cfg.optimizer.lr, "optimizer.min_lr", cfg.optimizer.min_lr,
              f"at most optimizer.lr ({cfg.optimizer.lr})")
-    _require(bool(cfg.data.path) and Path(cfg.data.path).exists(), "data.path", cfg.data.path,
-             "an existing token store directory (made by `roots-data tokenize`) or blend file (.yaml)")
+    if check_data:
+        _require(bool(cfg.data.path) and Path(cfg.data.path).exists(), "data.path", cfg.data.path,
+                 "an existing token store directory (made by `roots-data tokenize`) or blend file (.yaml)")
     _require(cfg.data.num_workers >= 0, "data.num_workers", cfg.data.num_workers, "0 or more")
     if t.eval_interval is not None:
         _require(_valid_share(cfg.data.split) > 0, "data.split", cfg.data.split,

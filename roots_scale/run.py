@@ -109,9 +109,10 @@ def build_engine(cfg: Config, plan: BatchPlan, vocab_rows: int, init_from_hf: bo
     if p.pipeline > 1:
         layout = topology(p.tensor, p.pipeline, dist.get_world_size())
         check_topology(layout)
-        model = build_pipeline_gpt(cfg.model, vocab_rows, p.tensor, layout, seed, p.pipeline_partition)
+        model = build_pipeline_gpt(cfg.model, vocab_rows, p.tensor, layout, seed, p.pipeline_partition,
+                                   p.sequence_parallel)
     else:
-        model = build_model(cfg.model, vocab_rows, p.tensor, seed)
+        model = build_model(cfg.model, vocab_rows, p.tensor, seed, p.sequence_parallel)
     seed_everything(seed)  # every layout leaves model building with the same RNG state
     if init_from_hf:
         init_model_from_hf(model, cfg.model.init_from_hf, cfg.model)

@@ -21,6 +21,8 @@ import yaml
 
 from distributed_helpers import ROOT, kill_job, logged_steps, signal_job, torchrun_background, wait_for
 from faulty_pretrain import NaNLoss, nan_steps
+from roots_scale.checkpoint.consolidated import LayoutFreeReader
+from run_helpers import same_weights_and_moments
 from in_process import pretrain_ranks
 from store_helpers import write_random_store
 
@@ -178,10 +180,7 @@ def test_nonfinite_loss_is_skipped_then_repeated_stops_the_run(tmp_path: Path, s
     records = [json.loads(line) for line in (once / "metrics.jsonl").read_text().splitlines()]
     assert [r["skipped_steps"] for r in records] == [0, 0, 1, 1, 1, 1, 1, 1]
     folder = once / "checkpoints"
-    before = torch.load(folder / "iter_0000002/layout_free/tp00-of-01.pt", weights_only=True)
-    after = torch.load(folder / "iter_0000003/layout_free/tp00-of-01.pt", weights_only=True)
-    assert before["adam_step"] == after["adam_step"] == 2  # the NaN step moved no weight and no moment
-    assert all(torch.equal(before["tensors"][k], after["tensors"][k]) for k in before["tensors"])
+    assert same_weights_and_moments(folder / "iter_0000002", folder / "iter_0000003")  # the NaN step moved nothing
     assert all(r["loss"] == r["loss"] for r in records[3:])  # finite again afterwards
 
     repeated = tmp_path / "repeated"
@@ -324,8 +323,7 @@ def test_bf16_checkpoints_hold_the_fp32_master_weights_and_reshape(tmp_path: Pat
     source = tmp_path / "source"
     bf16 = ["train.precision=bf16", "train.iters=4", "train.save_interval=2", "checkpoint.keep_last=null"]
     finish(*run_args("gpt", store, source, *bf16, *layout), nproc=nproc)
-    shard = sorted((source / "checkpoints" / "iter_0000002" / "layout_free").glob("*.pt"))[0]
-    weights = torch.load(shard, weights_only=True)["tensors"]["layers.0.mlp.fc_in.weight"]
+    weights = LayoutFreeReader(source / "checkpoints" / "iter_0000002" / "layout_free").full("layers.0.mlp.fc_in.weight")
     assert weights.dtype == torch.float32 and not torch.equal(weights, weights.bfloat16().float())
     run = tmp_path / "reshaped"
     shutil.copytree(source, run)

@@ -19,6 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("roots_scale.data", "roots_scale.models"),
     ("roots_scale.checkpoint",),
     ("roots_scale.training", "roots_scale.posttrain", "roots_scale.launch"),
+    ("roots_scale.planning",),              # roots-train plan: reads configs, device peaks, cluster profiles
     ("roots_scale.run",),                   # builds a run from all of the above
     ("roots_scale.pretrain",),              # the training entry point
     ("roots_scale.cli",),                   # roots-train subcommand dispatch

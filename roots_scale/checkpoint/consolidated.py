@@ -1,21 +1,22 @@
-"""The consolidated (layout-free) checkpoint state: full fp32 weights and Adam moments, whatever the
-TP size, DP size or ZeRO stage that wrote them.
+"""The layout-free checkpoint state: fp32 weights and Adam moments that any layout can load, written in shards
+that no rank gathers.
 
-DeepSpeed's own files are sharded by the layout that wrote them (pipeline stage × tensor-parallel rank ×
-ZeRO partition), so they only load into the same layout. Next to them every checkpoint holds one file per
-pipeline stage and tensor-parallel rank, written by that pair's first data-parallel replica: each of the
-stage's parameters, under its name in the whole model, as its TP-local slice gathered over ZeRO
-partitions, with its Adam moments, plus how the slice was cut from the full tensor (megatron-core's
-`partition_dim` / `partition_stride`). Merging the TP slices of each stage and joining the stages gives
-the full model (a token embedding tied across the first and last stage is in both files, equal); slicing
-it again fits any other layout. That is what resuming on another layout loads, what
-`roots-train convert-checkpoint` writes as one state dict, and what the Hugging Face exporter reads.
+DeepSpeed's own files are sharded by the layout that wrote them (pipeline stage × tensor-parallel rank × ZeRO
+partition), so they only load into the same layout. Next to them `layout_free/` holds:
+- one file per rank, `rank00003.pt`, with only what that rank owns: for each of its parameters, the piece of
+  the tensor-parallel slice its ZeRO partition holds (at ZeRO-0, where every replica holds everything, the
+  data-parallel ranks take turns by parameter), as fp32 weight and Adam moments, flattened;
+- `index.json`, written by rank 0 from every rank's list: per parameter (named as in the whole model), its
+  tensor-parallel layout (the TP size, the slice's shape, megatron-core's `partition_dim`/`partition_stride`)
+  and where each piece lies (file, TP rank, pipeline stage, flat offset and length in the slice).
+A reader on any layout (`LayoutFreeReader`) assembles one full tensor at a time from the pieces, reading the
+files memory-mapped, so resuming, converting or exporting never needs more than the tensors it asks for.
 The files hold only tensors, numbers and strings: they load with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
 
-import re
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,15 +28,111 @@ from roots_scale.config import Config, load_config
 from roots_scale.models.tensor_parallel import merge_shards
 
 MOMENTS = ("exp_avg", "exp_avg_sq")  # the Adam moments saved beside each weight
+INDEX = "index.json"
 
 
-_SHARD = re.compile(r"(?:pp(\d+)-of-(\d+)-)?tp(\d+)-of-(\d+)\.pt")
+def rank_file(rank: int) -> str:
+    return f"rank{rank:05d}.pt"
 
 
-def shard_name(tp_rank: int, tp_size: int, stage: int = 0, stages: int = 1) -> str:
-    """`tp00-of-02.pt`, or `pp01-of-04-tp00-of-02.pt` for a pipeline stage."""
-    pipeline = f"pp{stage:02d}-of-{stages:02d}-" if stages > 1 else ""
-    return f"{pipeline}tp{tp_rank:02d}-of-{tp_size:02d}.pt"
+def piece_key(name: str, tp_rank: int, stage: int, start: int) -> str:
+    return f"{name}@tp{tp_rank}@pp{stage}@{start}"
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A contiguous piece [start, start + numel) of one parameter's flattened TP slice, held in `file`."""
+
+    name: str
+    tp_rank: int
+    stage: int
+    start: int
+    numel: int
+    file: str = ""
+
+    @property
+    def key(self) -> str:
+        return piece_key(self.name, self.tp_rank, self.stage, self.start)
+
+
+@dataclass(frozen=True)
+class SliceLayout:
+    """How a parameter is cut across tensor-parallel ranks (`partition` None: every rank holds it whole)."""
+
+    shape: tuple[int, ...]  # of one TP slice
+    tp_size: int
+    partition: tuple[int, int] | None
+
+
+def build_index(layouts: dict[str, SliceLayout], pieces: list[Piece], adam_step: int) -> dict:
+    """The index of a layout-free folder (`INDEX`), from every rank's slice layouts and pieces."""
+    params: dict[str, dict] = {}
+    for name, layout in sorted(layouts.items()):
+        params[name] = {"shape": list(layout.shape), "tp_size": layout.tp_size,
+                        "partition": list(layout.partition) if layout.partition else None, "pieces": []}
+    for piece in sorted(pieces, key=lambda p: (p.name, p.stage, p.tp_rank, p.start)):
+        params[piece.name]["pieces"].append([piece.file, piece.tp_rank, piece.stage, piece.start, piece.numel])
+    return {"version": 2, "adam_step": adam_step, "params": params}
+
+
+class LayoutFreeReader:
+    """Full tensors of a layout-free folder, one at a time, from memory-mapped rank files."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        index_path = self.folder / INDEX
+        try:
+            self.index = json.loads(index_path.read_text())
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"{index_path} is missing or unreadable ({err}); the layout-free state is written "
+                                  f"when checkpoint.layout_free is true") from None
+        self.adam_step = int(self.index["adam_step"])
+        self._files: dict[str, dict] = {}
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.index["params"])
+
+    def files(self) -> list[str]:
+        """Every rank file the index refers to."""
+        return sorted({piece[0] for entry in self.index["params"].values() for piece in entry["pieces"]})
+
+    def _file(self, name: str) -> dict:
+        if name not in self._files:
+            path = self.folder / name
+            try:
+                self._files[name] = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except (OSError, RuntimeError) as err:
+                raise CheckpointError(f"{path} is missing or unreadable ({err})") from None
+        return self._files[name]
+
+    def full(self, name: str, moment: str | None = None) -> torch.Tensor:
+        """Parameter `name` (or its Adam `moment`) as the full fp32 tensor, merged from its TP slices."""
+        if name not in self.index["params"]:
+            raise CheckpointError(f"{self.folder / INDEX} has no parameter {name!r}")
+        entry = self.index["params"][name]
+        pieces = [Piece(name, tp, stage, start, numel, file) for file, tp, stage, start, numel in entry["pieces"]]
+        stage = min(piece.stage for piece in pieces)  # a tied weight is on two stages, alike: read the first
+        shape = tuple(entry["shape"])
+        numel = int(torch.Size(shape).numel())
+        slices = []
+        for tp_rank in range(entry["tp_size"]):
+            mine = [piece for piece in pieces if piece.tp_rank == tp_rank and piece.stage == stage]
+            covered = sum(piece.numel for piece in mine)
+            if covered != numel:
+                raise CheckpointError(f"{self.folder}: the pieces of {name} (TP rank {tp_rank}) cover {covered} of "
+                                      f"its {numel} values; the layout-free state is incomplete")
+            if len(mine) == 1:  # one rank held it all: the memory-mapped tensor itself, read as it is used
+                flat = self._file(mine[0].file)[mine[0].key][moment or "param"]
+            else:
+                flat = torch.empty(numel, dtype=torch.float32)
+                for piece in mine:
+                    flat[piece.start:piece.start + piece.numel] = self._file(piece.file)[piece.key][moment or "param"]
+            slices.append(flat.view(shape))
+        if entry["partition"] is None:
+            return slices[0]
+        dim, stride = entry["partition"]
+        return merge_shards(slices, dim, stride)
 
 
 @dataclass
@@ -49,52 +146,14 @@ class FullState:
     config: Config
 
 
-def expected_shards(folder: Path) -> list[list[Path]]:
-    """The shard files a complete consolidated folder holds, per pipeline stage, from the sizes one of them names."""
-    names = sorted(path.name for path in folder.glob("*.pt") if _SHARD.fullmatch(path.name))
-    if not names:
-        return [[folder / shard_name(0, 1)]]
-    _, stages, _, tp_size = _SHARD.fullmatch(names[0]).groups()
-    stages, tp_size = int(stages or 1), int(tp_size)
-    return [[folder / shard_name(rank, tp_size, stage, stages) for rank in range(tp_size)] for stage in range(stages)]
-
-
-def read_consolidated(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]], int]:
-    """Merge the shard files of one checkpoint into full params, full moments and the Adam step."""
-    stages = expected_shards(folder)
-    missing = [str(p) for paths in stages for p in paths if not p.is_file()]
-    if missing:
-        raise CheckpointError(f"layout-free state in {folder} is incomplete, missing {', '.join(missing)}; it is "
-                              f"written when checkpoint.layout_free is true")
-    params: dict[str, torch.Tensor] = {}
-    moments: dict[str, dict[str, torch.Tensor]] = {}
-    adam_step = 0
-    for paths in stages:
-        shards = [torch.load(p, map_location="cpu", weights_only=True) for p in paths]
-        partitions = shards[0]["partitions"]
-        adam_step = int(shards[0]["adam_step"])
-        for key in shards[0]["tensors"]:
-            name, _, moment = key.partition("::")
-            if (moment in moments.get(name, {})) if moment else (name in params):
-                continue  # a tied weight, already read from an earlier stage
-            if name in partitions:
-                dim, stride = partitions[name]
-                full = merge_shards([s["tensors"][key] for s in shards], dim, stride)
-            else:
-                full = shards[0]["tensors"][key]
-            if moment:
-                moments.setdefault(name, {})[moment] = full
-            else:
-                params[name] = full
-    return params, moments, adam_step
-
-
 def read_full_state(path: str | Path) -> FullState:
     """The full state of the checkpoint at `path` (see `resolve_checkpoint`), with the run's config."""
     folder = resolve_checkpoint(path)
-    params, moments, adam_step = read_consolidated(folder / CONSOLIDATED)
+    reader = LayoutFreeReader(folder / CONSOLIDATED)
+    params = {name: reader.full(name) for name in reader.names}
+    moments = {name: {moment: reader.full(name, moment) for moment in MOMENTS} for name in reader.names}
     config_file = folder / CONFIG
     if not config_file.is_file():
         raise CheckpointError(f"{config_file} is missing: a checkpoint folder holds the config that wrote it")
     meta = yaml.safe_load((folder / META).read_text()) if (folder / META).is_file() else {}
-    return FullState(params, moments, adam_step, int(meta.get("step", 0)), load_config(config_file))
+    return FullState(params, moments, reader.adam_step, int(meta.get("step", 0)), load_config(config_file))

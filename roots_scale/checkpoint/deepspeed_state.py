@@ -8,20 +8,22 @@ Readers of a finished checkpoint (export, generate, evaluate) never import it, n
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import deepspeed
 import torch
 from deepspeed.utils import (
-    safe_get_full_fp32_param,
-    safe_get_full_optimizer_state,
+    safe_get_local_fp32_param,
+    safe_get_local_optimizer_state,
     safe_set_full_fp32_param,
     safe_set_full_optimizer_state,
 )
 
 from roots_core.atomic import atomic_path
-from roots_scale.checkpoint.consolidated import MOMENTS, FullState, shard_name
+from roots_scale.checkpoint.consolidated import MOMENTS, LayoutFreeReader, Piece, SliceLayout, rank_file
 from roots_scale.models.names import model_parameters
 from roots_scale.models.tensor_parallel import local_slice, partition_of
 
@@ -71,15 +73,6 @@ def zero0_master(engine, param: torch.Tensor) -> torch.Tensor:
     return param
 
 
-def gather_fp32(engine, param: torch.Tensor, moment: str | None) -> torch.Tensor:
-    """This rank's TP-local parameter (or Adam moment), gathered over ZeRO partitions, on the CPU. Collective."""
-    value = safe_get_full_fp32_param(param) if moment is None else safe_get_full_optimizer_state(param, moment)
-    if value is None:
-        master = zero0_master(engine, param)
-        value = master if moment is None else base_optimizer(engine).state[master][moment]
-    return value.detach().float().cpu()
-
-
 def set_fp32(engine, param: torch.Tensor, value: torch.Tensor, moments: dict[str, torch.Tensor]) -> None:
     """Set a parameter's weight, fp32 master copy and Adam moments (TP-local values) in any ZeRO stage. Collective."""
     if engine.zero_optimization_stage() == 3:
@@ -112,37 +105,67 @@ class Coordinates:
     stage: int
     stages: int
     dp_rank: int
+    dp_size: int
+    rank: int
 
 
-def save_consolidated(engine, folder: Path, at: Coordinates) -> None:
-    """Collective over every rank: gather each TP-local tensor over ZeRO; DP rank 0 writes one file per pipeline
-    stage and TP rank."""
-    tensors: dict[str, torch.Tensor] = {}
-    partitions: dict[str, list[int]] = {}
+def owned_pieces(engine, at: Coordinates) -> Iterator[tuple[Piece, dict[str, torch.Tensor]]]:
+    """This rank's share of the fp32 weights and Adam moments, without any communication: per parameter, the
+    range of its flattened TP slice that this rank's ZeRO partition holds; at ZeRO-0 (whole copies on every
+    replica) the data-parallel ranks take turns by parameter."""
     link_optimizer_states(engine)
-    for name, param in model_parameters(engine.module):
-        tensors[name] = gather_fp32(engine, param, None)
-        for moment in MOMENTS:
-            tensors[f"{name}::{moment}"] = gather_fp32(engine, param, moment)
-        where = partition_of(param)
-        if where is not None:
-            partitions[name] = list(where)
-    if at.dp_rank != 0:
-        return
-    payload = {"tensors": tensors, "partitions": partitions, "adam_step": adam_step(engine),
-               "tp_rank": at.tp_rank, "tp_size": at.tp_size, "stage": at.stage, "stages": at.stages}
-    with atomic_path(folder / shard_name(at.tp_rank, at.tp_size, at.stage, at.stages)) as tmp:
+    base = base_optimizer(engine)
+    for index, (name, param) in enumerate(model_parameters(engine.module)):
+        if hasattr(param, "ds_id"):  # ZeRO-3: this rank's partition of the flattened slice
+            size = param.ds_tensor.ds_numel
+            start = at.dp_rank * size
+            numel = max(0, min(size, param.ds_numel - start))
+            values = {"param": safe_get_local_fp32_param(param),
+                      **{m: safe_get_local_optimizer_state(param, m) for m in MOMENTS}}
+        elif hasattr(param, "_hp_mapping"):  # ZeRO-1/2: the fragment this rank's flat partition holds, if any
+            mapping = param._hp_mapping
+            start, numel = (mapping.lp_fragment_address.start, mapping.lp_fragment_address.numel) if mapping \
+                else (0, 0)
+            values = {"param": mapping.get_hp_fragment(), **{m: mapping.get_hp_fragment(m) for m in MOMENTS}} \
+                if mapping else {}
+        else:
+            master = zero0_master(engine, param)
+            start, numel = 0, param.numel() if index % at.dp_size == at.dp_rank else 0
+            values = {"param": master, **{m: base.state[master][m] for m in MOMENTS}}
+        if numel:
+            yield (Piece(name, at.tp_rank, at.stage, start, numel),
+                   {key: value.detach().flatten()[:numel].float().cpu() for key, value in values.items()})
+
+
+def slice_layouts(engine, tp_size: int) -> dict[str, SliceLayout]:
+    """How each of this rank's parameters is cut across the tensor-parallel ranks."""
+    return {name: SliceLayout(tuple(param.ds_shape if hasattr(param, "ds_shape") else param.shape), tp_size,
+                              partition_of(param))
+            for name, param in model_parameters(engine.module)}
+
+
+def save_layout_free(engine, folder: Path, at: Coordinates) -> list[Piece]:
+    """Write this rank's pieces to `folder/rank<N>.pt` (nothing gathered from other ranks); return them."""
+    pieces, payload = [], {}
+    for piece, values in owned_pieces(engine, at):
+        piece = dataclasses.replace(piece, file=rank_file(at.rank))
+        pieces.append(piece)
+        payload[piece.key] = values
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / rank_file(at.rank)) as tmp:
         torch.save(payload, tmp)
+    return pieces
 
 
-def load_into_engine(engine, state: FullState, tp_rank: int, tp_size: int) -> None:
-    """Set every weight, fp32 master copy and Adam moment this rank holds from a full state. Collective.
-    The caller checks that the state's names are the whole model's (a pipeline stage sees only its part)."""
+def load_into_engine(engine, reader: LayoutFreeReader, tp_rank: int, tp_size: int) -> None:
+    """Set every weight, fp32 master copy and Adam moment this rank holds from a layout-free folder, one parameter
+    at a time. Collective. The caller checks the folder's names against the whole model
+    (a pipeline stage sees only its part)."""
     link_optimizer_states(engine)
     with torch.no_grad():
         for name, param in model_parameters(engine.module):
-            local = local_slice(param, state.params[name], name, tp_rank, tp_size).to(engine.device)
-            moments = {m: local_slice(param, state.moments[name][m], name, tp_rank, tp_size).to(engine.device)
+            local = local_slice(param, reader.full(name), name, tp_rank, tp_size).to(engine.device)
+            moments = {m: local_slice(param, reader.full(name, m), name, tp_rank, tp_size).to(engine.device)
                        for m in MOMENTS}
             set_fp32(engine, param, local, moments)
-    set_adam_step(engine, state.adam_step)
+    set_adam_step(engine, reader.adam_step)

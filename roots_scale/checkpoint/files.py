@@ -5,7 +5,7 @@
         config.yaml, checksums.json         written by rank 0 once every rank has written its files
         meta.yaml                           written last: a folder without it is incomplete
         rng_state_rank00000.pt              one per rank
-        layout_free/tp00-of-02.pt           the consolidated state (see consolidated.py)
+        layout_free/index.json, rank00000.pt  the layout-free state, one file per rank (see consolidated.py)
         ... DeepSpeed's own engine files
 """
 

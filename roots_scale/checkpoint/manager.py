@@ -3,8 +3,8 @@
 Layout under `run/checkpoints/`, one folder per saved step (`iter_0000020/`):
 - DeepSpeed's engine files (weights, optimizer, ZeRO partitions): exact resume on the same layout;
 - `rng_state_rank00000.pt`, one per rank: Python, numpy, torch, accelerator and megatron-core RNGs;
-- `layout_free/`: full fp32 weights and Adam moments per TP rank (see consolidated.py), for resuming
-  on another TP/DP size or ZeRO stage and for conversion;
+- `layout_free/`: fp32 weights and Adam moments, each rank's own share in its own file plus an index (see
+  consolidated.py), for resuming on another layout and for conversion;
 - `config.yaml` (the resolved config) and `meta.yaml` (step, consumed samples per dataset, layout,
   data and tokenizer fingerprints), both written last by rank 0.
 `latest` names the newest complete folder. It is written by rank 0 to a temporary name and renamed,
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -121,8 +122,7 @@ class CheckpointManager:
         if not any(folder.glob("*model_states.pt")):
             missing.append("*model_states.pt")
         if layout_free if layout_free is not None else (folder / CONSOLIDATED).is_dir():
-            missing += [str(p.relative_to(folder)) for paths in consolidated.expected_shards(folder / CONSOLIDATED)
-                        for p in paths if not p.is_file()]
+            missing += _missing_layout_free(folder / CONSOLIDATED)
         return missing
 
     # ----------------------------------------------------------------------- saving
@@ -147,7 +147,7 @@ class CheckpointManager:
                 hook(folder)
         with self._writing(folder):
             if self.policy.layout_free:
-                deepspeed_state.save_consolidated(engine, folder / CONSOLIDATED, _coordinates())
+                self._save_layout_free(engine, folder / CONSOLIDATED)
         with self._writing(folder):
             if rank == 0:
                 save_config(self.run_config, folder / CONFIG)
@@ -163,6 +163,20 @@ class CheckpointManager:
             self._apply_retention(tag)
         dist.barrier()
         return folder
+
+    def _save_layout_free(self, engine, folder: Path) -> None:
+        """Collective: every rank writes the pieces it owns; rank 0 writes the index of all of them (only
+        metadata travels between ranks)."""
+        at = _coordinates()
+        pieces = deepspeed_state.save_layout_free(engine, folder, at)
+        layouts = deepspeed_state.slice_layouts(engine, at.tp_size)
+        gathered: list[tuple | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, (pieces, layouts))
+        if dist.get_rank() == 0:
+            all_layouts = {name: layout for _, rank_layouts in gathered for name, layout in rank_layouts.items()}
+            index = consolidated.build_index(all_layouts, [p for rank_pieces, _ in gathered for p in rank_pieces],
+                                             deepspeed_state.adam_step(engine))
+            write_text_atomic(folder / consolidated.INDEX, json.dumps(index))
 
     @contextlib.contextmanager
     def _writing(self, folder: Path) -> Iterator[None]:
@@ -248,12 +262,11 @@ class CheckpointManager:
                 f"false). Resume with the saved layout: parallel.tensor={saved.tensor}, "
                 f"parallel.pipeline={saved.pipeline}, parallel.zero_stage={saved.zero_stage} on "
                 f"{saved.tensor * saved.pipeline * saved.data} processes")
-        params, moments, adam_step = consolidated.read_consolidated(folder / CONSOLIDATED)
-        state = consolidated.FullState(params, moments, adam_step, 0, self.run_config)
+        reader = consolidated.LayoutFreeReader(folder / CONSOLIDATED)
         at = _coordinates()
         try:
-            check_names(_whole_model_names(engine), params)
-            deepspeed_state.load_into_engine(engine, state, at.tp_rank, at.tp_size)
+            check_names(_whole_model_names(engine), dict.fromkeys(reader.names))
+            deepspeed_state.load_into_engine(engine, reader, at.tp_rank, at.tp_size)
         except ModelError as err:
             raise CheckpointError(f"cannot resume {folder} on the new layout: {err}") from err
         if dist.get_rank() == 0:
@@ -329,7 +342,17 @@ def _coordinates() -> deepspeed_state.Coordinates:
     return deepspeed_state.Coordinates(
         ps.get_tensor_model_parallel_rank(), ps.get_tensor_model_parallel_world_size(),
         ps.get_pipeline_model_parallel_rank(), ps.get_pipeline_model_parallel_world_size(),
-        dist.get_rank(group=ps.get_data_parallel_group()))
+        dist.get_rank(group=ps.get_data_parallel_group()), dist.get_world_size(group=ps.get_data_parallel_group()),
+        dist.get_rank())
+
+
+def _missing_layout_free(folder: Path) -> list[str]:
+    """What a layout-free folder lacks: its index, or a rank file the index names."""
+    try:
+        files = consolidated.LayoutFreeReader(folder).files()
+    except CheckpointError:
+        return [f"{CONSOLIDATED}/{consolidated.INDEX}"]
+    return [f"{CONSOLIDATED}/{name}" for name in files if not (folder / name).is_file()]
 
 
 def _whole_model_names(engine) -> set[str]:

@@ -57,6 +57,8 @@ class ClusterProfile:
     data_partition: str | None = None  # roots-data jobs; None = partition
     data_time: str | None = None  # None = time
     data_cpus_per_task: int = 1
+    intra_node_gbps: float | None = None  # GB/s per GPU inside a node, for `roots-train plan`; None = the GPU's
+    inter_node_gbps: float | None = None  # GB/s per GPU across nodes (its share of the network)
 
     @property
     def processes_per_node(self) -> int:

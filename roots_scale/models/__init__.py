@@ -10,10 +10,11 @@ from roots_scale.models.bert import BERT
 from roots_scale.models.gpt import GPT
 
 
-def build_model(cfg: ModelConfig, vocab_rows: int, tensor_parallel_size: int = 1, seed: int = 0) -> nn.Module:
+def build_model(cfg: ModelConfig, vocab_rows: int, tensor_parallel_size: int = 1, seed: int = 0,
+                sequence_parallel: bool = False) -> nn.Module:
     """A GPT or BERT (by `cfg.arch`) with `vocab_rows` padded vocabulary rows, this rank's TP slice, initialized
-    from `seed`."""
+    from `seed`; GPT optionally sequence-parallel."""
     if cfg.arch == "bert":
         torch.manual_seed(seed)
         return BERT(cfg, vocab_rows, tensor_parallel_size)
-    return GPT(cfg, vocab_rows, tensor_parallel_size, seed)
+    return GPT(cfg, vocab_rows, tensor_parallel_size, seed, sequence_parallel)

@@ -2,6 +2,9 @@
 
 GPT-2: learned positions, LayerNorm, GELU, tied input/output embeddings.
 Llama: RoPE, RMSNorm, SwiGLU, grouped-query attention, untied output layer.
+With sequence parallelism (Megatron's) the blocks work on this rank's slice of the sequence, sequence first
+([seq / TP, batch, hidden]): norms, dropout and residuals on 1/TP of the tokens, the sequence gathered
+before each column-parallel layer and reduce-scattered after each row-parallel one.
 
 The model is a sequence of layers: token embedding, positions, the blocks, the final norm and the
 output layer. Each is initialized from its own seed (`seed + its index in that sequence`), so a
@@ -21,11 +24,13 @@ from roots_scale.config import ModelConfig
 from roots_scale.models.layers import (
     RotaryEmbedding,
     TransformerBlock,
+    column,
     make_norm,
     normal_init,
     parallel_config,
     parallel_cross_entropy,
     parallel_logits,
+    to_sequence_parallel,
 )
 
 EMBEDDING_INDEX, POSITIONS_INDEX, FIRST_BLOCK_INDEX = 0, 1, 2
@@ -50,6 +55,17 @@ def position_embedding(cfg: ModelConfig) -> nn.Embedding | None:
     return embedding
 
 
+def output_logits(output: nn.Module | None, embedding: nn.Module, hidden: torch.Tensor,
+                  sequence_parallel: bool) -> torch.Tensor:
+    """Vocab-parallel logits [batch, seq, vocab / TP] from the final hidden states (this rank's sequence slice,
+    sequence first, under sequence parallelism), through the output layer or the tied embedding."""
+    if output is None:
+        logits = parallel_logits(hidden, embedding.weight, sequence_parallel)
+    else:
+        logits = column(output, hidden, sequence_parallel)
+    return logits.transpose(0, 1).contiguous() if sequence_parallel else logits
+
+
 def output_layer(cfg: ModelConfig, vocab_size: int, mp: ModelParallelConfig) -> nn.Module:
     return tensor_parallel.ColumnParallelLinear(cfg.hidden_size, vocab_size, config=mp,
                                                 init_method=normal_init(cfg.init_std), bias=False, gather_output=False)
@@ -71,9 +87,11 @@ def run_block(block: TransformerBlock, x: torch.Tensor, rope, recompute: bool) -
 class GPT(nn.Module):
     """Token ids [batch, seq] in; vocab-parallel logits, or the mean loss when labels are given."""
 
-    def __init__(self, cfg: ModelConfig, vocab_size: int, tensor_parallel_size: int, seed: int = 0) -> None:
+    def __init__(self, cfg: ModelConfig, vocab_size: int, tensor_parallel_size: int, seed: int = 0,
+                 sequence_parallel: bool = False) -> None:
         super().__init__()
         mp = parallel_config(tensor_parallel_size)
+        self.sequence_parallel = sequence_parallel
         self.cfg = cfg
         self.vocab_size = vocab_size
         torch.manual_seed(seed + EMBEDDING_INDEX)
@@ -85,9 +103,9 @@ class GPT(nn.Module):
         blocks = []
         for index in range(cfg.num_layers):
             torch.manual_seed(seed + FIRST_BLOCK_INDEX + index)
-            blocks.append(TransformerBlock(cfg, mp))
+            blocks.append(TransformerBlock(cfg, mp, sequence_parallel))
         self.layers = nn.ModuleList(blocks)
-        self.final_norm = make_norm(cfg)
+        self.final_norm = make_norm(cfg, sequence_parallel)
         self.output = None
         if not cfg.tie_embeddings:
             torch.manual_seed(seed + layer_count(cfg) - 1)
@@ -96,12 +114,13 @@ class GPT(nn.Module):
     def forward(self, tokens: torch.Tensor, labels: torch.Tensor | None = None,
                 loss_mask: torch.Tensor | None = None) -> torch.Tensor:
         x = self.dropout(add_positions(self.embedding(tokens), self.position_embedding))
+        if self.sequence_parallel:
+            x = to_sequence_parallel(x)
         rope = None if self.rotary is None else self.rotary(tokens.shape[1], tokens.device)
         recompute = self.cfg.activation_checkpointing and self.training
         for layer in self.layers:
             x = run_block(layer, x, rope, recompute)
-        x = self.final_norm(x)
-        logits = parallel_logits(x, self.embedding.weight) if self.output is None else self.output(x)[0]
+        logits = output_logits(self.output, self.embedding, self.final_norm(x), self.sequence_parallel)
         if labels is None:
             return logits
         return parallel_cross_entropy(logits, labels, loss_mask)

@@ -33,6 +33,10 @@ def build_deepspeed_config(cfg: Config, plan: BatchPlan) -> dict[str, Any]:
         "steps_per_print": 10**9,  # the trainer logs; keep DeepSpeed quiet
         "wall_clock_breakdown": False,
     }
+    if cfg.parallel.sequence_parallel:
+        # The pipeline engine splits what stages exchange across the TP group, assuming every TP rank holds the
+        # same activation; under sequence parallelism each holds its own slice of the sequence: send it whole.
+        derived["pipeline"] = {"pipe_partitioned": False, "grad_partitioned": False}
     return _merge(derived, cfg.deepspeed)
 
 
