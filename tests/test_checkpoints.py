@@ -148,12 +148,13 @@ def test_sigusr1_to_a_plain_python_process_exits_3(tmp_path: Path, store: Path) 
 
 
 def test_reshape_tp2_dp2_checkpoint_onto_other_layouts(tmp_path: Path, store: Path) -> None:
-    """Saved at TP=2 × DP=2 (ZeRO-1); resumed at TP=1 × DP=2 (ZeRO-3) and TP=2 × DP=1 (ZeRO-0)."""
+    """Saved at TP=2 × DP=2 (ZeRO-1); resumed at TP=1 × DP=2 (ZeRO-3), TP=2 × DP=1 (ZeRO-0) and TP=2 × DP=2
+    (ZeRO-2 and ZeRO-3)."""
     source = tmp_path / "tp2dp2"
-    four = ["train.iters=4", "train.save_interval=3", "parallel.tensor=2", "parallel.zero_stage=1",
+    five = ["train.iters=5", "train.save_interval=3", "parallel.tensor=2", "parallel.zero_stage=1",
             "train.micro_batch_size=2"]
-    finish(*run_args("gpt", store, source, *four), nproc=4)
-    reference = losses(source)[3]  # the step-4 loss of the uninterrupted run
+    finish(*run_args("gpt", store, source, *five), nproc=4)
+    reference = losses(source)[3:5]  # steps 4 and 5 of the uninterrupted run: the weights, then Adam's moments
 
     convert = subprocess.run([sys.executable, "-m", "roots_scale.cli", "convert-checkpoint", str(source), "--output",
                               str(tmp_path / "full.pt")], cwd=ROOT, capture_output=True, text=True)
@@ -162,16 +163,23 @@ def test_reshape_tp2_dp2_checkpoint_onto_other_layouts(tmp_path: Path, store: Pa
     assert full["layers.0.mlp.fc_in.weight"].shape == (4 * 64, 64)  # TP slices merged back into the full weight
     assert full["embedding.weight"].shape[0] % 128 == 0
 
-    for name, layout in {"tp1dp2_zero3": ["parallel.tensor=1", "parallel.zero_stage=3", "train.micro_batch_size=2"],
-                         "tp2dp1_zero0": ["parallel.tensor=2", "parallel.zero_stage=0", "train.micro_batch_size=2",
-                                          "train.gradient_accumulation_steps=2"]}.items():
+    # another TP cut (full tensors re-sliced), and the same cut with other ZeRO partitions (ranges copied as is)
+    one_replica = ["parallel.tensor=2", "train.micro_batch_size=2", "train.gradient_accumulation_steps=2"]
+    for name, nproc, layout in [("tp1dp2_zero3", 2, ["parallel.tensor=1", "parallel.zero_stage=3",
+                                                     "train.micro_batch_size=2"]),
+                                ("tp2dp1_zero0", 2, ["parallel.zero_stage=0", *one_replica]),
+                                ("tp2dp2_zero2", 4, ["parallel.tensor=2", "parallel.zero_stage=2",
+                                                     "train.micro_batch_size=2"]),
+                                ("tp2dp2_zero3", 4, ["parallel.tensor=2", "parallel.zero_stage=3",
+                                                     "train.micro_batch_size=2"])]:
         run = tmp_path / name
         shutil.copytree(source, run)
         (run / "checkpoints" / "latest").write_text("iter_0000003\n")
-        shutil.rmtree(run / "checkpoints" / "iter_0000004")
-        output = finish(*run_args("gpt", store, run, "train.iters=4", *layout))
+        for later in (run / "checkpoints").glob("iter_000000[45]"):
+            shutil.rmtree(later)
+        output = finish(*run_args("gpt", store, run, "train.iters=5", *layout), nproc=nproc)
         assert "layout-free state" in output
-        assert losses(run)[3] == pytest.approx(reference, rel=1e-5), name
+        assert losses(run)[3:5] == pytest.approx(reference, rel=1e-5), name
 
 
 def test_nonfinite_loss_is_skipped_then_repeated_stops_the_run(tmp_path: Path, store: Path) -> None:

@@ -9,8 +9,9 @@ partition), so they only load into the same layout. Next to them `layout_free/` 
 - `index.json`, written by rank 0 from every rank's list: per parameter (named as in the whole model), its
   tensor-parallel layout (the TP size, the slice's shape, megatron-core's `partition_dim`/`partition_stride`)
   and where each piece lies (file, TP rank, pipeline stage, flat offset and length in the slice).
-A reader on any layout (`LayoutFreeReader`) assembles one full tensor at a time from the pieces, reading the
-files memory-mapped, so resuming, converting or exporting never needs more than the tensors it asks for.
+A reader on any layout (`LayoutFreeReader`) assembles one full tensor at a time from the pieces, or, where the
+saved tensor-parallel cut is the reader's own, copies just the range a rank holds; it reads the files
+memory-mapped, so resuming, converting or exporting never needs more than the tensors it asks for.
 The files hold only tensors, numbers and strings: they load with `torch.load(weights_only=True)`.
 """
 
@@ -106,28 +107,58 @@ class LayoutFreeReader:
                 raise CheckpointError(f"{path} is missing or unreadable ({err})") from None
         return self._files[name]
 
-    def full(self, name: str, moment: str | None = None) -> torch.Tensor:
-        """Parameter `name` (or its Adam `moment`) as the full fp32 tensor, merged from its TP slices."""
+    def _entry(self, name: str) -> dict:
         if name not in self.index["params"]:
             raise CheckpointError(f"{self.folder / INDEX} has no parameter {name!r}")
-        entry = self.index["params"][name]
-        pieces = [Piece(name, tp, stage, start, numel, file) for file, tp, stage, start, numel in entry["pieces"]]
-        stage = min(piece.stage for piece in pieces)  # a tied weight is on two stages, alike: read the first
-        shape = tuple(entry["shape"])
+        return self.index["params"][name]
+
+    def _pieces(self, name: str, tp_rank: int) -> list[Piece]:
+        """The pieces of TP rank `tp_rank`'s slice of `name`, from the first pipeline stage holding it (a tied
+        weight is on two stages, alike)."""
+        pieces = [Piece(name, tp, stage, start, numel, file)
+                  for file, tp, stage, start, numel in self._entry(name)["pieces"]]
+        stage = min(piece.stage for piece in pieces)
+        return [piece for piece in pieces if piece.tp_rank == tp_rank and piece.stage == stage]
+
+    def slice_shape(self, name: str) -> tuple[int, ...]:
+        """The shape of one saved TP slice of `name`."""
+        return tuple(self._entry(name)["shape"])
+
+    def source_tp_rank(self, name: str, tp_rank: int, tp_size: int) -> int | None:
+        """The saved TP rank whose slice of `name` is TP rank `tp_rank`'s slice on a layout of `tp_size`, or None
+        when the saved layout cuts it differently (then only the full tensor, re-sliced, gives it)."""
+        entry = self._entry(name)
+        if entry["tp_size"] == tp_size:
+            return tp_rank
+        return 0 if entry["partition"] is None else None
+
+    def read_into(self, out: torch.Tensor, name: str, moment: str | None, tp_rank: int, start: int) -> None:
+        """Fill the flat `out` with values [start, start + out.numel()) of TP rank `tp_rank`'s flattened slice of
+        `name` (or of its Adam `moment`), copied straight from the memory-mapped pieces that overlap them."""
+        end, covered = start + out.numel(), 0
+        for piece in self._pieces(name, tp_rank):
+            low, high = max(start, piece.start), min(end, piece.start + piece.numel)
+            if low < high:
+                values = self._file(piece.file)[piece.key][moment or "param"]
+                out[low - start:high - start].copy_(values[low - piece.start:high - piece.start])
+                covered += high - low
+        if covered != out.numel():
+            raise CheckpointError(f"{self.folder}: the pieces of {name} (TP rank {tp_rank}) cover {covered} of the "
+                                  f"{out.numel()} values asked for; the layout-free state is incomplete")
+
+    def full(self, name: str, moment: str | None = None) -> torch.Tensor:
+        """Parameter `name` (or its Adam `moment`) as the full fp32 tensor, merged from its TP slices."""
+        entry = self._entry(name)
+        shape = self.slice_shape(name)
         numel = int(torch.Size(shape).numel())
         slices = []
         for tp_rank in range(entry["tp_size"]):
-            mine = [piece for piece in pieces if piece.tp_rank == tp_rank and piece.stage == stage]
-            covered = sum(piece.numel for piece in mine)
-            if covered != numel:
-                raise CheckpointError(f"{self.folder}: the pieces of {name} (TP rank {tp_rank}) cover {covered} of "
-                                      f"its {numel} values; the layout-free state is incomplete")
-            if len(mine) == 1:  # one rank held it all: the memory-mapped tensor itself, read as it is used
-                flat = self._file(mine[0].file)[mine[0].key][moment or "param"]
+            pieces = self._pieces(name, tp_rank)
+            if len(pieces) == 1 and pieces[0].numel == numel:  # one rank held it all: the memory-mapped tensor
+                flat = self._file(pieces[0].file)[pieces[0].key][moment or "param"]
             else:
                 flat = torch.empty(numel, dtype=torch.float32)
-                for piece in mine:
-                    flat[piece.start:piece.start + piece.numel] = self._file(piece.file)[piece.key][moment or "param"]
+                self.read_into(flat, name, moment, tp_rank, 0)
             slices.append(flat.view(shape))
         if entry["partition"] is None:
             return slices[0]

@@ -20,12 +20,14 @@ from deepspeed.utils import (
     safe_get_local_optimizer_state,
     safe_set_full_fp32_param,
     safe_set_full_optimizer_state,
+    safe_set_local_fp32_param,
+    safe_set_local_optimizer_state,
 )
 
 from roots_core.atomic import atomic_path
 from roots_scale.checkpoint.consolidated import MOMENTS, LayoutFreeReader, Piece, SliceLayout, rank_file
 from roots_scale.models.names import model_parameters
-from roots_scale.models.tensor_parallel import local_slice, partition_of
+from roots_scale.models.tensor_parallel import ModelError, local_slice, partition_of
 
 
 def base_optimizer(engine) -> torch.optim.Optimizer:
@@ -91,9 +93,6 @@ def set_fp32(engine, param: torch.Tensor, value: torch.Tensor, moments: dict[str
         base_optimizer(engine).state[master].update(moments)
 
 
-def set_adam_step(engine, step: int) -> None:
-    for param_state in base_optimizer(engine).state.values():
-        param_state["step"] = torch.tensor(float(step))
 
 
 @dataclass(frozen=True)
@@ -109,6 +108,15 @@ class Coordinates:
     rank: int
 
 
+def zero_fragment(param: torch.Tensor, dp_rank: int) -> tuple[int, int]:
+    """(start, numel): the range of `param`'s flattened TP slice that this rank's ZeRO-1/2/3 partition holds."""
+    if hasattr(param, "ds_id"):  # ZeRO-3: equal partitions of the flattened slice, the last one padded
+        size = param.ds_tensor.ds_numel
+        return dp_rank * size, max(0, min(size, param.ds_numel - dp_rank * size))
+    mapping = param._hp_mapping  # ZeRO-1/2: the fragment of this rank's flat partition, if any
+    return (mapping.lp_fragment_address.start, mapping.lp_fragment_address.numel) if mapping else (0, 0)
+
+
 def owned_pieces(engine, at: Coordinates) -> Iterator[tuple[Piece, dict[str, torch.Tensor]]]:
     """This rank's share of the fp32 weights and Adam moments, without any communication: per parameter, the
     range of its flattened TP slice that this rank's ZeRO partition holds; at ZeRO-0 (whole copies on every
@@ -116,16 +124,13 @@ def owned_pieces(engine, at: Coordinates) -> Iterator[tuple[Piece, dict[str, tor
     link_optimizer_states(engine)
     base = base_optimizer(engine)
     for index, (name, param) in enumerate(model_parameters(engine.module)):
-        if hasattr(param, "ds_id"):  # ZeRO-3: this rank's partition of the flattened slice
-            size = param.ds_tensor.ds_numel
-            start = at.dp_rank * size
-            numel = max(0, min(size, param.ds_numel - start))
+        if hasattr(param, "ds_id"):
+            start, numel = zero_fragment(param, at.dp_rank)
             values = {"param": safe_get_local_fp32_param(param),
                       **{m: safe_get_local_optimizer_state(param, m) for m in MOMENTS}}
-        elif hasattr(param, "_hp_mapping"):  # ZeRO-1/2: the fragment this rank's flat partition holds, if any
+        elif hasattr(param, "_hp_mapping"):
+            start, numel = zero_fragment(param, at.dp_rank)
             mapping = param._hp_mapping
-            start, numel = (mapping.lp_fragment_address.start, mapping.lp_fragment_address.numel) if mapping \
-                else (0, 0)
             values = {"param": mapping.get_hp_fragment(), **{m: mapping.get_hp_fragment(m) for m in MOMENTS}} \
                 if mapping else {}
         else:
@@ -157,15 +162,62 @@ def save_layout_free(engine, folder: Path, at: Coordinates) -> list[Piece]:
     return pieces
 
 
-def load_into_engine(engine, reader: LayoutFreeReader, tp_rank: int, tp_size: int) -> None:
-    """Set every weight, fp32 master copy and Adam moment this rank holds from a layout-free folder, one parameter
-    at a time. Collective. The caller checks the folder's names against the whole model
-    (a pipeline stage sees only its part)."""
+def load_into_engine(engine, reader: LayoutFreeReader, at: Coordinates) -> None:
+    """Set every weight, fp32 master copy and Adam moment this rank holds from a layout-free folder. Collective.
+    The caller checks the folder's names against the whole model (a pipeline stage sees only its part)."""
     link_optimizer_states(engine)
     with torch.no_grad():
         for name, param in model_parameters(engine.module):
-            local = local_slice(param, reader.full(name), name, tp_rank, tp_size).to(engine.device)
-            moments = {m: local_slice(param, reader.full(name, m), name, tp_rank, tp_size).to(engine.device)
-                       for m in MOMENTS}
-            set_fp32(engine, param, local, moments)
+            source = reader.source_tp_rank(name, at.tp_rank, at.tp_size)
+            if source is None:  # saved on another tensor-parallel cut: re-slice the full tensors
+                local = local_slice(param, reader.full(name), name, at.tp_rank, at.tp_size).to(engine.device)
+                moments = {m: local_slice(param, reader.full(name, m), name, at.tp_rank, at.tp_size)
+                           .to(engine.device) for m in MOMENTS}
+                set_fp32(engine, param, local, moments)
+            else:
+                read_local(engine, reader, name, param, source, at.dp_rank)
     set_adam_step(engine, reader.adam_step)
+
+
+def read_local(engine, reader: LayoutFreeReader, name: str, param: torch.Tensor, tp_rank: int, dp_rank: int) -> None:
+    """Copy `param`'s weight and this rank's range of its fp32 master copy and Adam moments straight from the
+    saved TP slice `tp_rank`, which has this rank's shape: no full tensor, and only this rank's ZeRO share of
+    the optimizer state, is ever read. Local (no collective)."""
+    shape = tuple(param.ds_shape if hasattr(param, "ds_shape") else param.shape)
+    if reader.slice_shape(name) != shape:
+        raise ModelError(f"parameter {name}: the checkpoint's slice has shape {reader.slice_shape(name)}, the model "
+                         f"expects {shape}; the model config differs from the checkpoint's")
+    if hasattr(param, "ds_id"):  # ZeRO-3: this rank's partition of the weight and of its state, padded
+        start, numel = zero_fragment(param, dp_rank)
+        buffer = torch.zeros(param.ds_tensor.ds_numel, dtype=torch.float32, device=param.ds_tensor.device)
+        reader.read_into(buffer[:numel], name, None, tp_rank, start)
+        param.ds_tensor.copy_(buffer)
+        safe_set_local_fp32_param(param, buffer)
+        for moment in MOMENTS:
+            reader.read_into(buffer[:numel], name, moment, tp_rank, start)
+            safe_set_local_optimizer_state(param, buffer, moment)
+        return
+    master = zero0_master(engine, param) if not hasattr(param, "_hp_mapping") else None
+    weight = master if master is not None else param  # at ZeRO-0 the fp32 tensor Adam updates
+    if weight.dtype == torch.float32 and weight.is_contiguous():
+        reader.read_into(weight.view(-1), name, None, tp_rank, 0)
+    else:  # a bf16/fp16 weight at ZeRO-1/2
+        values = torch.empty(weight.numel(), dtype=torch.float32)
+        reader.read_into(values, name, None, tp_rank, 0)
+        weight.copy_(values.view(shape))
+    if weight is not param:
+        param.copy_(weight)
+    if master is not None:  # ZeRO-0: every rank holds all of the state
+        state = base_optimizer(engine).state[master]
+        for moment in MOMENTS:
+            reader.read_into(state[moment].view(-1), name, moment, tp_rank, 0)
+    elif param._hp_mapping:  # ZeRO-1/2: the fragment of the flat fp32 partition this rank updates
+        start, _ = zero_fragment(param, dp_rank)
+        mapping = param._hp_mapping
+        for moment in (None, *MOMENTS):
+            reader.read_into(mapping.get_hp_fragment(moment), name, moment, tp_rank, start)
+
+
+def set_adam_step(engine, step: int) -> None:
+    for param_state in base_optimizer(engine).state.values():
+        param_state["step"] = torch.tensor(float(step))

@@ -266,7 +266,7 @@ class CheckpointManager:
         at = _coordinates()
         try:
             check_names(_whole_model_names(engine), dict.fromkeys(reader.names))
-            deepspeed_state.load_into_engine(engine, reader, at.tp_rank, at.tp_size)
+            deepspeed_state.load_into_engine(engine, reader, at)
         except ModelError as err:
             raise CheckpointError(f"cannot resume {folder} on the new layout: {err}") from err
         if dist.get_rank() == 0:
