@@ -32,13 +32,16 @@ class RunConfig:
     output_dir: str = "runs/default"
     name: str = "roots_scale"
     tensorboard: bool = True
+    # Weights & Biases beside tensorboard, optional (pip install roots_scale[wandb]): {project: NAME, mode: online
+    # | offline | disabled, entity: TEAM}; empty = off.
+    wandb: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class ModelConfig:
     """Transformer shape; `arch` picks GPT-2 style defaults or Llama style (RoPE, RMSNorm, SwiGLU)."""
 
-    arch: Literal["gpt", "bert"] = "gpt"
+    arch: Literal["gpt", "bert", "rnn", "lstm", "gru"] = "gpt"  # rnn/lstm/gru: recurrent baselines
     num_layers: int = 2
     hidden_size: int = 64
     num_attention_heads: int = 4
@@ -155,6 +158,29 @@ class DataConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """Fine-tuning on labelled files (`roots-train finetune`): the task, its files, and where the weights start."""
+
+    task: Literal["classification", "seq2seq"] | None = None
+    train_path: str = ""  # JSONL, CSV, Parquet, or a directory saved by datasets' save_to_disk
+    valid_path: str = ""
+    init: str | None = None  # a run or checkpoint directory to start from; or set model.init_from_hf
+    tokenizer: str | None = None  # a sentencepiece .model; None = the one the init run trained with
+    text_field: str = "text"  # classification: one text, or the pair below when the file has both
+    text_pair_fields: list[str] = field(default_factory=lambda: ["text_a", "text_b"])
+    label_field: str = "label"
+    source_field: str = "source"  # seq2seq
+    target_field: str = "target"
+    prompt_template: str = "{source}\n"  # seq2seq: what the model reads before it writes the target
+    max_target_tokens: int = 64  # seq2seq: the longest target decoded at validation
+    num_beams: int = 1  # seq2seq: 1 = greedy decoding
+    bleu_tokenize: str = "13a"  # sacrebleu's tokenizer for BLEU: '13a', 'zh' (Chinese), 'ja-mecab', 'intl', ...
+    metric: str | None = None  # picks the best checkpoint and early stopping; None = valid_accuracy / valid_bleu
+    patience: int | None = None  # stop after this many evaluations without improvement; None = never
+    eval_samples: int | None = None  # validation rows per evaluation; None = all
+
+
+@dataclass
 class Config:
     """The whole run: one YAML file, sections mirroring the classes above."""
 
@@ -165,6 +191,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     deepspeed: dict[str, Any] = field(default_factory=dict)  # passthrough, merged over the derived config
 
     def to_dict(self) -> dict[str, Any]:
