@@ -14,7 +14,8 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python roots_scale/pretrain.py`: import the package, not its folder
@@ -32,7 +33,7 @@ from roots_core.errors import LockError, RootsError  # noqa: E402
 from roots_core.lock import DirectoryLock  # noqa: E402
 from roots_scale.config import BatchPlan, Config, load_config, validate  # noqa: E402
 from roots_scale.distributed import LaunchEnv, destroy_distributed, discover_launch_env, init_distributed  # noqa: E402
-from roots_scale.run import build_run  # noqa: E402
+from roots_scale.run import Run, build_run  # noqa: E402
 from roots_scale.training.trainer import Callback, FitResult, TrainingError  # noqa: E402
 
 EXIT_OK = 0  # finished, or stopped at train.exit_interval
@@ -42,33 +43,46 @@ EXIT_TRAINING_FAILED = 4  # e.g. the loss stayed non-finite; the last checkpoint
 EXIT_STATUS_FILE = "exit_status.json"  # why the last run stopped: a job script reads it (torchrun hides exit codes)
 
 
-def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+@dataclass(frozen=True)
+class Job:
+    """A training command: how its config is checked, and how its run is built on the initialized world."""
+
+    prog: str
+    description: str
+    validate: Callable[[Config, int], BatchPlan]
+    build: Callable[..., Run]
+
+
+PRETRAINING = Job("roots-train", "Pretrain a GPT or BERT with DeepSpeed ZeRO × megatron-core tensor parallelism. "
+                  "Other commands: roots-train {finetune,convert-checkpoint,export-hf,generate,evaluate,plan} --help",
+                  validate, build_run)
+
+
+def parse_args(argv: list[str] | None, job: Job = PRETRAINING) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
-        prog="roots-train",
-        description="Pretrain a GPT or BERT with DeepSpeed ZeRO × megatron-core tensor parallelism. "
-                    "Other commands: roots-train {convert-checkpoint,export-hf,generate,evaluate} --help",
+        prog=job.prog, description=job.description,
         epilog="Overrides: section.key=value, e.g. train.iters=50 parallel.tensor=2 optimizer.lr=3e-4")
     parser.add_argument("--config", help="YAML config (see configs/); defaults apply when omitted")
     parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)  # deepspeed launcher
     return parser.parse_known_args(argv)
 
 
-def main(argv: list[str] | None = None, extra_callbacks: Sequence[Callback] = ()) -> int:
-    """Train; `extra_callbacks` join the run's own (tests inject faults this way)."""
+def main(argv: list[str] | None = None, extra_callbacks: Sequence[Callback] = (), job: Job = PRETRAINING) -> int:
+    """Train (pretraining, or the `job` given); `extra_callbacks` join the run's own (tests inject faults this way)."""
     started_at = time.perf_counter()  # train.exit_duration_minutes counts from here
-    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    args, overrides = parse_args(sys.argv[1:] if argv is None else argv, job)
     cfg: Config | None = None
     rank = 0
     try:
         cfg = load_config(args.config, overrides)
         launch = discover_launch_env()
         rank = launch.rank
-        plan = validate(cfg, launch.world_size)
+        plan = job.validate(cfg, launch.world_size)
     except RootsError as err:
         return _fail(cfg, rank, err, EXIT_BAD_CONFIG, "error")
     init_distributed(launch, cfg.parallel.tensor, cfg.parallel.pipeline)
     try:
-        result = train(cfg, plan, launch, started_at, extra_callbacks)
+        result = train(cfg, plan, launch, started_at, extra_callbacks, job.build)
         code = EXIT_REQUEUE if result.requeue else EXIT_OK
         if launch.rank == 0:
             write_exit_status(Path(cfg.run.output_dir), result.reason, result.step, result.requeue, code)
@@ -83,14 +97,14 @@ def main(argv: list[str] | None = None, extra_callbacks: Sequence[Callback] = ()
 
 
 def train(cfg: Config, plan: BatchPlan, launch: LaunchEnv, started_at: float | None = None,
-          extra_callbacks: Sequence[Callback] = ()) -> FitResult:
+          extra_callbacks: Sequence[Callback] = (), build: Callable[..., Run] = build_run) -> FitResult:
     """Build the run on an initialized world and fit it, holding the run directory; rank 0 prints where
     everything is."""
     run_dir = Path(cfg.run.output_dir)
     with hold_run_directory(run_dir, launch.rank):
         if launch.rank == 0:
             (run_dir / EXIT_STATUS_FILE).unlink(missing_ok=True)  # it describes an earlier attempt
-        run = build_run(cfg, plan, launch, started_at, extra_callbacks)
+        run = build(cfg, plan, launch, started_at, extra_callbacks)
         result = run.trainer.fit()
     if launch.rank == 0:
         _print_summary(Path(cfg.run.output_dir), result, sum(p.numel() for p in run.model.parameters()), launch, plan)
@@ -144,6 +158,9 @@ def _print_summary(run_dir: Path, result: FitResult, local_params: int, launch: 
     print(f"  checkpoints   : {run_dir / 'checkpoints'}")
     print(f"  metrics       : {run_dir / 'metrics.jsonl'}")
     print(f"  tensorboard   : tensorboard --logdir {run_dir / 'tensorboard'}")
+    if result.reason == "early_stopped":
+        print(f"  stopped early: the validation metric stopped improving; the best checkpoint is named in "
+              f"{run_dir / 'checkpoints' / 'best.json'}")
     if result.reason == "exit_interval":
         print("  stopped at train.exit_interval: run the same command again to continue from here")
     if result.reason == "exit_duration":

@@ -116,10 +116,63 @@ def build_engine(cfg: Config, plan: BatchPlan, vocab_rows: int, init_from_hf: bo
     seed_everything(seed)  # every layout leaves model building with the same RNG state
     if init_from_hf:
         init_model_from_hf(model, cfg.model.init_from_hf, cfg.model)
+    return model, initialize_engine(model, cfg, plan)
+
+
+def initialize_engine(model: nn.Module, cfg: Config, plan: BatchPlan):
+    """DeepSpeed's engine around a built model: AdamW with its parameter groups, the config derived from `cfg`."""
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=build_optimizer(model, cfg.optimizer),
                                            config=build_deepspeed_config(cfg, plan),
-                                           mpu=None if p.pipeline > 1 else MegatronMpu())
-    return model, engine
+                                           mpu=None if cfg.parallel.pipeline > 1 else MegatronMpu())
+    return engine
+
+
+def make_run_directory(cfg: Config, launch: LaunchEnv) -> Path:
+    """Collective: rank 0 creates the run directory; every rank returns once it exists."""
+    run_dir = Path(cfg.run.output_dir)
+    if launch.rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
+    return run_dir
+
+
+def open_checkpoints(cfg: Config, plan: BatchPlan, launch: LaunchEnv,
+                     fingerprints: dict[str, dict[str, str]]) -> CheckpointManager:
+    """The run's checkpoint manager, and its config.yaml, written only once the latest checkpoint (if any) is
+    known to be resumable with this config and data."""
+    run_dir = Path(cfg.run.output_dir)
+    identity = RunIdentity(Layout(cfg.parallel.tensor, plan.data_parallel_size, effective_zero_stage(cfg, plan),
+                                  cfg.parallel.pipeline), fingerprints)
+    checkpoints = CheckpointManager(run_dir / "checkpoints", cfg.checkpoint, identity, cfg)
+    resume_from = checkpoints.latest_tag()
+    if resume_from is not None:
+        checkpoints.check_resumable(resume_from)  # before config.yaml takes this run's values
+    if launch.rank == 0:
+        save_config(cfg, run_dir / "config.yaml")
+    return checkpoints
+
+
+def build_trainer(cfg: Config, plan: BatchPlan, launch: LaunchEnv, engine, dataset: SampleSource,
+                  checkpoints: CheckpointManager, vocab_rows: int, validation: Sequence[Callback],
+                  started_at: float | None, extra_callbacks: Sequence[Callback]) -> Trainer:
+    """The trainer with the standard callbacks around the task's `validation` ones, then `extra_callbacks`."""
+    t = cfg.train
+    callbacks: list[Callback] = [
+        Checkpointing(checkpoints, t.save_interval),
+        UpdateGuard(GuardSettings(t.max_nonfinite_steps, t.loss_spike_zscore, t.loss_spike_window),
+                    checkpoints.latest_tag),
+        Throughput(t.log_interval, cfg.model.seq_length,
+                   FlopsMeter.for_run(cfg.model, vocab_rows, launch.world_size, t.precision, t.peak_tflops)),
+        *validation,
+        Preemption(t.exit_duration_minutes, t.exit_interval, started_at),
+        MetricsLog(MetricsLogger(Path(cfg.run.output_dir), enabled=launch.rank == 0, tensorboard=cfg.run.tensorboard,
+                                 wandb=cfg.run.wandb, config=cfg.to_dict())),
+        *extra_callbacks,
+    ]
+    settings = LoopSettings(t.iters, plan.micro_batch_size, plan.gradient_accumulation_steps, cfg.data.num_workers,
+                            pin_memory=torch.cuda.is_available())
+    return Trainer(engine, dataset, settings, lambda step: learning_rate(step, t.iters, cfg.optimizer),
+                   parallel_state.get_data_parallel_group(), callbacks, engine_steps(engine))
 
 
 def build_run(cfg: Config, plan: BatchPlan, launch: LaunchEnv, started_at: float | None = None,
@@ -127,41 +180,12 @@ def build_run(cfg: Config, plan: BatchPlan, launch: LaunchEnv, started_at: float
     """Data, model, engine, checkpoints and the trainer with its callbacks, on an initialized world.
 
     `extra_callbacks` run after the standard ones (tests inject faults this way)."""
-    run_dir = Path(cfg.run.output_dir)
-    if launch.rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    dist.barrier()
-    data = build_data(cfg, plan, run_dir)
+    data = build_data(cfg, plan, make_run_directory(cfg, launch))
     vocab = padded_vocab_size(cfg.model.vocab_size or data.sources.vocab_size, cfg.model.make_vocab_size_divisible_by)
-    identity = RunIdentity(Layout(cfg.parallel.tensor, plan.data_parallel_size, effective_zero_stage(cfg, plan),
-                                  cfg.parallel.pipeline),
-                           data.sources.fingerprints())
-    checkpoints = CheckpointManager(run_dir / "checkpoints", cfg.checkpoint, identity, cfg)
-    resume_from = checkpoints.latest_tag()
-    if resume_from is not None:
-        checkpoints.check_resumable(resume_from)  # before config.yaml takes this run's values
-    if launch.rank == 0:
-        save_config(cfg, run_dir / "config.yaml")
-    fresh = resume_from is None
+    checkpoints = open_checkpoints(cfg, plan, launch, data.sources.fingerprints())
+    fresh = checkpoints.latest_tag() is None
     model, engine = build_engine(cfg, plan, vocab, init_from_hf=bool(cfg.model.init_from_hf) and fresh)
-
-    t = cfg.train
-    callbacks: list[Callback] = [
-        Checkpointing(checkpoints, t.save_interval),
-        UpdateGuard(GuardSettings(t.max_nonfinite_steps, t.loss_spike_zscore, t.loss_spike_window),
-                    checkpoints.latest_tag),
-        Throughput(t.log_interval, cfg.model.seq_length,
-                   FlopsMeter.for_run(cfg.model, vocab, launch.world_size, t.precision, t.peak_tflops)),
-    ]
-    if data.valid is not None:
-        callbacks.append(Validation(data.valid, t.eval_interval, t.eval_iters))
-    callbacks += [
-        Preemption(t.exit_duration_minutes, t.exit_interval, started_at),
-        MetricsLog(MetricsLogger(run_dir, enabled=launch.rank == 0, tensorboard=cfg.run.tensorboard)),
-        *extra_callbacks,
-    ]
-    settings = LoopSettings(t.iters, plan.micro_batch_size, plan.gradient_accumulation_steps, cfg.data.num_workers,
-                            pin_memory=torch.cuda.is_available())
-    trainer = Trainer(engine, data.train, settings, lambda step: learning_rate(step, t.iters, cfg.optimizer),
-                      parallel_state.get_data_parallel_group(), callbacks, engine_steps(engine))
+    validation = [] if data.valid is None else [Validation(data.valid, cfg.train.eval_interval, cfg.train.eval_iters)]
+    trainer = build_trainer(cfg, plan, launch, engine, data.train, checkpoints, vocab, validation, started_at,
+                            extra_callbacks)
     return Run(trainer, model, engine, checkpoints, data)

@@ -129,17 +129,21 @@ def run_ok(fn: Callable[..., Any], world_size: int, *args: Any, timeout: float =
 
 
 def pretrain_ranks(world_size: int, *argv: str, callbacks: Callable[[], list] | None = None, expect: int = 0,
-                   timeout: float = 300) -> list[RankResult]:
-    """`roots-train` (pretrain.main) on `world_size` forked gloo ranks from the repository root; asserts that
-    every rank exited with `expect`. `callbacks()` builds extra trainer callbacks inside each rank (faults)."""
-    results = run_ok(_pretrain, world_size, list(argv), callbacks, timeout=timeout)
+                   timeout: float = 300, finetune: bool = False) -> list[RankResult]:
+    """`roots-train` (pretrain.main), or `roots-train finetune`, on `world_size` forked gloo ranks from the repository
+    root; asserts that every rank exited with `expect`. `callbacks()` builds extra trainer callbacks inside each
+    rank (faults)."""
+    results = run_ok(_pretrain, world_size, list(argv), callbacks, finetune, timeout=timeout)
     for result in results:
         assert result.value == expect, f"rank {result.rank} exited {result.value}:\n{result.output[-3000:]}"
     return results
 
 
-def _pretrain(argv: list[str], callbacks: Callable[[], list] | None) -> int:
+def _pretrain(argv: list[str], callbacks: Callable[[], list] | None, finetune: bool) -> int:
     from roots_scale import pretrain  # noqa: PLC0415 - imported once in the parent by whoever calls this
 
     os.chdir(ROOT)
-    return pretrain.main(argv, extra_callbacks=callbacks() if callbacks else ())
+    job = pretrain.PRETRAINING
+    if finetune:
+        from roots_scale.finetune.run import FINETUNING as job  # noqa: PLC0415
+    return pretrain.main(argv, extra_callbacks=callbacks() if callbacks else (), job=job)

@@ -17,6 +17,7 @@ from pathlib import Path
 from roots_core.errors import RootsError
 
 LATEST = "latest"
+BEST = "best.json"  # the best checkpoint by a validation metric (fine-tuning), kept by retention
 META = "meta.yaml"
 CONFIG = "config.yaml"
 CHECKSUMS = "checksums.json"

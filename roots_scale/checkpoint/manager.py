@@ -31,6 +31,7 @@ from megatron.core import parallel_state
 from roots_core.atomic import atomic_path, write_text_atomic
 from roots_scale.checkpoint import consolidated, deepspeed_state
 from roots_scale.checkpoint.files import (
+    BEST,
     CONFIG,
     CONSOLIDATED,
     LATEST,
@@ -211,13 +212,25 @@ class CheckpointManager:
                                   f"'{LATEST}' still points to the previous checkpoint")
         write_text_atomic(self.directory / LATEST, tag + "\n")
 
+    def mark_best(self, tag: str, record: dict[str, Any]) -> None:
+        """Rank 0: name `tag` the best checkpoint so far (`record`: the metric, its value, the step); retention
+        keeps it whatever its age."""
+        write_text_atomic(self.directory / BEST, json.dumps({"tag": tag, **record}, indent=1) + "\n")
+
+    def best(self) -> dict[str, Any] | None:
+        """What `mark_best` last recorded, or None."""
+        try:
+            return json.loads((self.directory / BEST).read_text())
+        except (OSError, ValueError):
+            return None
+
     def _apply_retention(self, newest: str) -> None:
-        """Keep the last `keep_last` checkpoints and every `keep_every`-th step; delete the rest."""
+        """Keep the last `keep_last` checkpoints, every `keep_every`-th step and the best; delete the rest."""
         keep_last, keep_every = self.policy.keep_last, self.policy.keep_every
         if keep_last is None:
             return
         tags = sorted(p.name for p in self.directory.glob(f"{TAG_PREFIX}*") if (p / META).is_file())
-        recent = set(tags[-keep_last:]) | {newest}
+        recent = set(tags[-keep_last:]) | {newest, (self.best() or {}).get("tag")}
         for tag in tags:
             step = int(tag[len(TAG_PREFIX):])
             if tag not in recent and not (keep_every and step % keep_every == 0):

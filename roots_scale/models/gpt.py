@@ -111,8 +111,9 @@ class GPT(nn.Module):
             torch.manual_seed(seed + layer_count(cfg) - 1)
             self.output = output_layer(cfg, vocab_size, mp)
 
-    def forward(self, tokens: torch.Tensor, labels: torch.Tensor | None = None,
-                loss_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The final-norm hidden states [batch, seq, hidden] (this rank's sequence slice, sequence first, under
+        sequence parallelism)."""
         x = self.dropout(add_positions(self.embedding(tokens), self.position_embedding))
         if self.sequence_parallel:
             x = to_sequence_parallel(x)
@@ -120,7 +121,11 @@ class GPT(nn.Module):
         recompute = self.cfg.activation_checkpointing and self.training
         for layer in self.layers:
             x = run_block(layer, x, rope, recompute)
-        logits = output_logits(self.output, self.embedding, self.final_norm(x), self.sequence_parallel)
+        return self.final_norm(x)
+
+    def forward(self, tokens: torch.Tensor, labels: torch.Tensor | None = None,
+                loss_mask: torch.Tensor | None = None) -> torch.Tensor:
+        logits = output_logits(self.output, self.embedding, self.hidden_states(tokens), self.sequence_parallel)
         if labels is None:
             return logits
         return parallel_cross_entropy(logits, labels, loss_mask)
