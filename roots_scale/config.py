@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import math
 import types
 import typing
@@ -169,11 +170,11 @@ class FinetuneConfig:
     text_field: str = "text"  # classification: one text, or the pair below when the file has both
     text_pair_fields: list[str] = field(default_factory=lambda: ["text_a", "text_b"])
     label_field: str = "label"
+    labels: list[str] | None = None  # the classes in order; None = the sorted distinct labels of train_path
     source_field: str = "source"  # seq2seq
     target_field: str = "target"
     prompt_template: str = "{source}\n"  # seq2seq: what the model reads before it writes the target
-    max_target_tokens: int = 64  # seq2seq: the longest target decoded at validation
-    num_beams: int = 1  # seq2seq: 1 = greedy decoding
+    max_target_tokens: int = 64  # seq2seq: the longest target decoded (greedily) at validation
     bleu_tokenize: str = "13a"  # sacrebleu's tokenizer for BLEU: '13a', 'zh' (Chinese), 'ja-mecab', 'intl', ...
     metric: str | None = None  # picks the best checkpoint and early stopping; None = valid_accuracy / valid_bleu
     patience: int | None = None  # stop after this many evaluations without improvement; None = never
@@ -284,7 +285,10 @@ def apply_override(cfg: Config, dotted: str, raw_value: str) -> None:
     section = _lookup(cfg, section_name, "", origin)
     hints = typing.get_type_hints(type(section))
     _lookup(section, key, section_name + ".", origin)
-    value = yaml.safe_load(raw_value)
+    try:
+        value = yaml.safe_load(raw_value)
+    except yaml.YAMLError:
+        raise ConfigError(f"{origin}: the value is not valid YAML; quote it, e.g. {dotted}='{raw_value}'") from None
     setattr(section, key, check_value(value, hints[key], f"{origin}: '{section_name}.{key}' = {value!r}"))
 
 
@@ -387,6 +391,7 @@ def validate(cfg: Config, world_size: int, check_data: bool = True) -> BatchPlan
     ceil(tokens / (global batch × seq_length)), written back so config.yaml records both.
     """
     m, p, t = cfg.model, cfg.parallel, cfg.train
+    _check_recurrent(cfg)
     _require(m.hidden_size % m.num_attention_heads == 0, "model.hidden_size", m.hidden_size,
              f"a multiple of model.num_attention_heads ({m.num_attention_heads})")
     _require(m.num_attention_heads % m.kv_heads == 0, "model.num_kv_heads", m.num_kv_heads,
@@ -450,6 +455,7 @@ def validate(cfg: Config, world_size: int, check_data: bool = True) -> BatchPlan
         _require(bool(cfg.data.path) and Path(cfg.data.path).exists(), "data.path", cfg.data.path,
                  "an existing token store directory (made by `roots-data tokenize`) or blend file (.yaml)")
     _require(cfg.data.num_workers >= 0, "data.num_workers", cfg.data.num_workers, "0 or more")
+    _check_wandb(cfg.run.wandb)
     if t.eval_interval is not None:
         _require(_valid_share(cfg.data.split) > 0, "data.split", cfg.data.split,
                  f"a split with a valid share (e.g. '969,30,1') when train.eval_interval is set "
@@ -481,6 +487,40 @@ def _check_pipeline(cfg: Config) -> None:
         _require(m.num_layers % p.pipeline == 0, "parallel.pipeline", p.pipeline,
                  f"a divisor of model.num_layers ({m.num_layers}) with parallel.pipeline_partition=uniform: "
                  f"{_divisors(m.num_layers)}; or set parallel.pipeline_partition=parameters")
+
+
+def _check_recurrent(cfg: Config) -> None:
+    """What an RNN / LSTM / GRU cannot run (it has no tensor- or pipeline-parallel form), refused before any
+    process starts: it trains with data parallelism and ZeRO 0-3 only."""
+    m, p = cfg.model, cfg.parallel
+    if m.arch not in ("rnn", "lstm", "gru"):
+        return
+    only = f"for model.arch={m.arch}: recurrent models train with data parallelism and ZeRO 0-3 only"
+    _require(p.tensor == 1, "parallel.tensor", p.tensor, f"1 {only}")
+    _require(p.pipeline == 1, "parallel.pipeline", p.pipeline, f"1 {only}")
+    _require(not p.sequence_parallel, "parallel.sequence_parallel", p.sequence_parallel, f"false {only}")
+    _require(m.init_from_hf is None, "model.init_from_hf", m.init_from_hf,
+             f"null for model.arch={m.arch}: no transformers architecture holds a roots_scale recurrent model")
+
+
+WANDB_KEYS = ["project", "mode", "entity"]
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+def _check_wandb(settings: dict[str, str]) -> None:
+    """run.wandb (empty = off): known keys, a project, a mode wandb knows, and wandb installed, checked before any
+    process group forms rather than when rank 0 first logs."""
+    if not settings:
+        return
+    for key in settings:
+        if key not in WANDB_KEYS:
+            raise ConfigError(_unknown_key_message(f"run.wandb.{key}", WANDB_KEYS, "run.wandb.", "run.wandb"))
+    _require(bool(settings.get("project")), "run.wandb.project", settings.get("project"),
+             "a Weights & Biases project name when run.wandb is set (or leave run.wandb empty for no wandb)")
+    mode = settings.get("mode", "online")
+    _require(mode in WANDB_MODES, "run.wandb.mode", mode, f"one of {', '.join(WANDB_MODES)}")
+    if importlib.util.find_spec("wandb") is None:
+        raise ConfigError("run.wandb is set but wandb is not installed: pip install 'roots_scale[wandb]'")
 
 
 def _valid_share(split: str) -> float:

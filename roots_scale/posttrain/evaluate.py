@@ -1,8 +1,8 @@
 """`roots-train evaluate CHECKPOINT --data STORE_OR_BLEND`: loss and perplexity, per dataset of a blend.
 
 One process, the checkpoint's full weights in a TP=1 model (CPU or the first GPU). The samples are the
-training ones for that split: GPT windows of `seq_length + 1` tokens over documents joined by
-end-of-document, every window of one pass over the split (or a seeded subset of `--max-samples`); BERT
+training ones for that split: GPT windows (the recurrent models' too) of `seq_length + 1` tokens over documents
+joined by end-of-document, every window of one pass over the split (or a seeded subset of `--max-samples`); BERT
 samples masked as in training, the loss taken at the masked positions (MLM; perplexity = exp of it).
 Prints a table and, with `--json FILE`, writes the same numbers as JSON.
 """
@@ -28,6 +28,9 @@ from roots_scale.data.errors import DatasetError
 from roots_scale.data.gpt_dataset import GPTDataset
 from roots_scale.data.loader import collate
 from roots_scale.data.splits import split_documents
+from roots_scale.checkpoint.consolidated import FullState
+from roots_scale.finetune.errors import FinetuneError
+from roots_scale.finetune.report import evaluate_labelled, format_report
 from roots_scale.posttrain.load import load_checkpoint_model, single_process_world
 
 
@@ -125,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="roots-train evaluate",
                                      description="Loss and perplexity of a checkpoint on a token store or blend.")
     parser.add_argument("checkpoint", help="run directory, its checkpoints/ folder, or one iter_NNNNNNN folder")
-    parser.add_argument("--data", help="token store or blend file (default: the run's data.path)")
+    parser.add_argument("--data", help="token store or blend file (default: the run's data.path); for a fine-tuned "
+                                       "checkpoint, a labelled file (default: its finetune.valid_path)")
     parser.add_argument("--split", choices=("train", "valid", "test", "all"), default="valid",
                         help="documents to evaluate, split by the run's data.split (default: valid)")
     parser.add_argument("--max-samples", type=int, default=1000, help="samples per dataset, at most")
@@ -137,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--max-samples and --batch-size must be at least 1")
     with single_process_world():
         model, state = load_checkpoint_model(args.checkpoint)
+        if state.config.finetune.task is not None:
+            return _evaluate_finetuned(args, model.to(args.device), state)
         data = args.data or state.config.data.path
         _check_vocabulary(state.config, data, state.params["embedding.weight"].shape[0])
         results = evaluate(model.to(args.device), state.config, data, args.split, args.max_samples,
@@ -149,4 +155,21 @@ def main(argv: list[str] | None = None) -> int:
                   "arch": state.config.model.arch, "datasets": [r.as_dict() for r in results[:-1]],
                   "overall": results[-1].as_dict()}
         args.json.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+def _evaluate_finetuned(args: argparse.Namespace, model: nn.Module, state: FullState) -> int:
+    """A fine-tuned checkpoint: its task's metrics on the labelled file `--data` (default: the run's valid_path)."""
+    cfg = state.config
+    data = args.data or cfg.finetune.valid_path
+    if not data:
+        raise FinetuneError(f"{args.checkpoint} is a {cfg.finetune.task} fine-tune: pass --data LABELLED_FILE")
+    evaluation = evaluate_labelled(model, cfg, data, args.batch_size, args.device)
+    print(f"{args.checkpoint} (step {state.step}), {cfg.finetune.task} on {data}:")
+    print(format_report(evaluation, cfg))
+    if args.json is not None:
+        report = {"checkpoint": str(args.checkpoint), "step": state.step, "data": str(data),
+                  "task": cfg.finetune.task, "labels": cfg.finetune.labels, "metrics": evaluation.metrics,
+                  **evaluation.details}
+        args.json.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
     return 0

@@ -1,4 +1,5 @@
-"""One process, one model: a TP=1 GPT or BERT rebuilt from a checkpoint's full weights, and the run's tokenizer.
+"""One process, one model: a TP=1 GPT, BERT or recurrent model (RNN, LSTM, GRU) rebuilt from a checkpoint's full
+weights, and the run's tokenizer.
 
 What `roots-train generate`, `evaluate` and `export-hf` share. A checkpoint of any TP size and ZeRO stage
 holds consolidated full weights (`checkpoint.consolidated`); they load into a TP=1 model in this process,
@@ -22,6 +23,7 @@ from roots_scale.checkpoint.consolidated import FullState, read_full_state
 from roots_scale.config import Config
 from roots_scale.data.builder import store_paths
 from roots_scale.data.errors import BlendError
+from roots_scale.finetune.models import build_task_model
 from roots_scale.models import build_model
 from roots_scale.models.tensor_parallel import load_full_params
 from roots_scale.posttrain.errors import InferenceError
@@ -49,7 +51,8 @@ def single_process_world() -> Iterator[None]:
 def load_checkpoint_model(path: str | Path) -> tuple[nn.Module, FullState]:
     """(TP=1 model in eval mode with the checkpoint's weights, its FullState); call inside `single_process_world`."""
     state = read_full_state(path)
-    model = build_model(state.config.model, state.params["embedding.weight"].shape[0], 1).eval()
+    cfg, rows = state.config, state.params["embedding.weight"].shape[0]
+    model = (build_task_model(cfg.model, cfg.finetune, rows) if cfg.finetune.task else build_model(cfg.model, rows)).eval()
     load_full_params(model, state.params)
     return model, state
 
