@@ -14,8 +14,11 @@ NPROC ?= 2
 TRAIN := OMP_NUM_THREADS=1 $(BIN)/torchrun --standalone --nproc_per_node $(NPROC) roots_scale/pretrain.py \
 	--config configs/tiny_gpt.yaml data.path=$(DEMO)/store run.output_dir=$(DEMO)/tiny_gpt \
 	train.exit_interval=20
+FINETUNE := OMP_NUM_THREADS=1 $(BIN)/torchrun --standalone --nproc_per_node $(NPROC) -m roots_scale.finetune \
+	--config configs/finetune_classify.yaml finetune.init=$(DEMO)/tiny_gpt run.output_dir=$(DEMO)/finetune_source \
+	finetune.train_path=$(DEMO)/labels/train.jsonl finetune.valid_path=$(DEMO)/labels/valid.jsonl
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup demo demo-finetune test test-fast lm-eval clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +59,20 @@ demo: setup
 	@echo "  tiny_gpt/   the run: config.yaml, checkpoints/, metrics.jsonl, tensorboard/"
 	@echo "Open tensorboard with: $(BIN)/tensorboard --logdir $(DEMO)/tiny_gpt/tensorboard"
 
+# After pretraining: the demo's tiny GPT fine-tuned to tell which source (Wikipedia or Common Crawl) a passage of
+# the built-in corpus came from, then its best checkpoint evaluated (runs `make demo` first if it has not run).
+demo-finetune: setup
+	@test -f $(DEMO)/tiny_gpt/checkpoints/latest || $(MAKE) demo DEMO=$(DEMO)
+	@echo "== 1/3 labelled passages from the built-in corpus: the source each came from"
+	$(BIN)/roots-data make-labels --input $(DEMO)/dedup --label source --split-by passage --output $(DEMO)/labels
+	@echo "== 2/3 fine-tune the tiny GPT as a classifier (last-token head) on $(NPROC) CPU processes"
+	rm -rf $(DEMO)/finetune_source
+	$(FINETUNE)
+	@echo "== 3/3 the best checkpoint (checkpoints/best.json) on the held-out passages"
+	$(BIN)/roots-train evaluate $(DEMO)/finetune_source/checkpoints/$$($(BIN)/python -c "import json, sys; \
+		print(json.load(open(sys.argv[1]))['tag'])" $(DEMO)/finetune_source/checkpoints/best.json) \
+		--data $(DEMO)/labels/valid.jsonl --json $(DEMO)/finetune_source/evaluation.json
+
 test: setup
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then \
@@ -65,6 +82,14 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" -q $(PYTEST_ARGS)
+
+# lm-evaluation-harness on a run's latest checkpoint (default: the demo's, on the task shipped in the package);
+# results go to $(RUN)/lm_eval/. E.g. make lm-eval RUN=runs/gpt2 TASKS=roots_python_stdlib,hellaswag LM_EVAL_ARGS="--limit 100"
+RUN ?= $(DEMO)/tiny_gpt
+TASKS ?= roots_python_stdlib
+LM_EVAL_ARGS ?=
+lm-eval: setup
+	$(BIN)/roots-train lm-eval $(RUN) --tasks $(TASKS) $(LM_EVAL_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from data_tools import clean, dedup, megatron_import, tokenize_shards, tokenizer
+from data_tools import clean, dedup, labels, megatron_import, tokenize_shards, tokenizer
 from data_tools.demo_corpus import build_demo_corpus
 from data_tools.errors import DataToolsError
 from data_tools.extract import FORMATS, ExtractOptions, extract_files
@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     clean.register(commands)
     dedup.register(commands)
+    labels.register(commands)
 
     stats = commands.add_parser("stats", help="show a stage output's stats (documents, bytes, removals)")
     stats.add_argument("directory", type=Path, metavar="DIR")
