@@ -14,12 +14,17 @@ SUBCOMMANDS = {  # roots-train NAME ...: module with main(argv) -> exit code
     "export-hf": "roots_scale.posttrain.hf.export",
     "generate": "roots_scale.posttrain.generate",
     "evaluate": "roots_scale.posttrain.evaluate",
+    "lm-eval": "roots_scale.posttrain.lm_eval",
     "plan": "roots_scale.planning.cli",
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "finetune":  # trains like pretraining: reports its own errors, on every rank
+        from roots_scale.finetune.run import main as finetune  # noqa: PLC0415
+
+        return finetune(argv[1:])
     if not argv or argv[0] not in SUBCOMMANDS:  # training reports its own errors, on every rank
         from roots_scale import pretrain  # noqa: PLC0415 - loads DeepSpeed, which the subcommands never need
 

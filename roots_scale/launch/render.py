@@ -36,28 +36,35 @@ def template(name: str) -> str:
     return path.read_text()
 
 
-def check_plan(profile: ClusterProfile, cfg: Config, config_path: str) -> str:
-    """Validate `cfg` on the profile's world size; return a one-line description of the layout."""
+def check_plan(profile: ClusterProfile, cfg: Config, config_path: str, job: str = "train") -> str:
+    """Validate `cfg` for `job` (train or finetune) on the profile's world size; return a one-line description of
+    the layout."""
     world, per_node = profile.world_size, profile.processes_per_node
     where = f"{config_path} on {profile.source} ({profile.nodes} node(s) × {per_node} process(es) = {world})"
     try:
-        plan = check_layout(cfg, world, per_node)
-        check_sources(cfg.data.path, cfg.data.split)
+        plan = check_job(cfg, world, per_node, job)
     except RootsError as err:
         raise LaunchError(f"{where}: {err}") from None
     return f"{profile.nodes} node(s) × {per_node} = {world} processes = {describe_layout(cfg, plan)}"
 
 
-def check_layout(cfg: Config, world: int, per_node: int) -> BatchPlan:
-    """The batch plan of `cfg` on `world` processes, `per_node` to a node; LaunchError (or ConfigError) if the
-    tensor × pipeline × data layout cannot run there. A tensor-parallel group must sit inside one node (it talks
-    at every layer); pipeline stages and data-parallel replicas may span nodes."""
+def check_job(cfg: Config, world: int, per_node: int, job: str = "train") -> BatchPlan:
+    """The batch plan of `cfg` on `world` processes, `per_node` to a node, after every check its job makes before
+    training: pretraining's layout and data (the blend and stores, split as training splits them), or fine-tuning's
+    (its files, starting checkpoint, tokenizer and classes, settled into `cfg`). A tensor-parallel group must sit
+    inside one node (it talks at every layer); pipeline stages and data-parallel replicas may span nodes."""
     tensor = cfg.parallel.tensor
     if tensor >= 1 and per_node % tensor:
         valid = ", ".join(str(d) for d in range(1, per_node + 1) if per_node % d == 0)
         raise LaunchError(f"parallel.tensor = {tensor} is invalid: a tensor-parallel group must fit in one node "
                           f"({per_node} processes): valid values are {valid}")
-    return validate(cfg, world)
+    if job == "finetune":
+        from roots_scale.finetune.prepare import prepare  # noqa: PLC0415 - reads checkpoints; only finetune needs it
+
+        return prepare(cfg, world)
+    plan = validate(cfg, world)
+    check_sources(cfg.data.path, cfg.data.split)
+    return plan
 
 
 def describe_layout(cfg: Config, plan: BatchPlan) -> str:
@@ -87,16 +94,19 @@ def render_training(launcher: str, profile: ClusterProfile, config_path: str, ov
     return "\n".join(head + body) + "\n"
 
 
-def _slurm_script(p: ClusterProfile, train_args: list[str], job_name: str, workdir: Path) -> list[str]:
-    """#SBATCH lines for the whole allocation, then the pretrain.slurm template (one task per process, requeue)."""
+def slurm_script(p: ClusterProfile, train_args: list[str], job_name: str, workdir: Path, log: str | None = None,
+                 extra_options: Sequence[str] = (), set_arguments: list[str] | None = None) -> list[str]:
+    """#SBATCH lines for the whole allocation, then the pretrain.slurm template (one task per process, requeue).
+    A job array (roots-launch sweep) passes its `log` path, its `--array` option and the shell lines that set each
+    task's arguments (`set_arguments`, instead of the overrides in `train_args`)."""
     per_node = p.processes_per_node
     options = [f"--job-name={job_name}", *scheduler_options(p, p.partition, p.time), f"--nodes={p.nodes}",
-               f"--ntasks-per-node={per_node}"]
+               f"--ntasks-per-node={per_node}", *extra_options]
     options += [f"--gpus-per-node={p.gpus_per_node}"] if p.gpus_per_node else []
     options += [f"--cpus-per-task={p.cpus_per_node // per_node}"] if p.cpus_per_node else []
     options += ["--exclusive", "--mem=0"] if p.exclusive else []
     options += [f"--signal=USR1@{p.signal_seconds}", "--requeue", "--open-mode=append",
-                f"--output={workdir / p.log_dir / '%x-%j.out'}"]
+                f"--output={log or workdir / p.log_dir / '%x-%j.out'}"]
     srun = [f"--container-image={p.container_image}", f"--container-workdir={workdir}"] if p.container_image else []
     srun += [f"--container-mounts={','.join(p.container_mounts)}"] if p.container_mounts else []
     lines = [comment("Submit: sbatch <this file>. On SIGUSR1 (signal_seconds before the time limit) or a preemption "
@@ -104,7 +114,7 @@ def _slurm_script(p: ClusterProfile, train_args: list[str], job_name: str, workd
              *(_directive(option) for option in options), *prelude(p, workdir), f"export PROCS_PER_NODE={per_node}"]
     lines += [f"export SRUN_ARGS={shlex.quote(' '.join(srun))}"] if srun else []
     _, config, *overrides = train_args  # the config goes by name, so no path can pass for an override
-    return lines + [f"export CONFIG={shlex.quote(config)}", command("set", "--", *overrides),
+    return lines + [f"export CONFIG={shlex.quote(config)}", *(set_arguments or [command("set", "--", *overrides)]),
                     comment("launch/pretrain.slurm (roots_scale/launch/templates/pretrain.slurm) below its "
                             "#SBATCH header, with the overrides as its arguments:"),
                     *_without_header(template("pretrain.slurm"))]
@@ -161,7 +171,7 @@ def _deepspeed_script(p: ClusterProfile, train_args: list[str], job_name: str, w
 
 
 _RENDERERS: dict[str, Callable[[ClusterProfile, list[str], str, Path], list[str]]] = {
-    "slurm": _slurm_script, "torchrun": _torchrun_script, "deepspeed": _deepspeed_script}
+    "slurm": slurm_script, "torchrun": _torchrun_script, "deepspeed": _deepspeed_script}
 
 
 def prelude(p: ClusterProfile, workdir: Path) -> list[str]:

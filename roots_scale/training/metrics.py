@@ -4,18 +4,21 @@ Record fields (absent when not measured, e.g. `mfu` without a known device peak)
 loss, lr, grad_norm, loss_scale (fp16 only), consumed_samples, tokens_per_sec and samples_per_sec
 (global), tflops_per_device and mfu (model FLOPs, see `flops.py`), mem_gb (peak accelerator memory
 allocated, or the process RSS on CPU), valid_loss and valid_ppl (at train.eval_interval).
-Tensorboard tags: `valid/loss` for `valid_loss` and `valid/ppl` for `valid_ppl`, `train/<field>` for the rest.
+Tensorboard tags: `valid/loss` for `valid_loss` and `valid/ppl` for `valid_ppl`, `train/<field>` for the rest;
+Weights & Biases (`run.wandb`, optional) gets the same values under the same names, at the same steps.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from roots_core.atomic import write_text_atomic
+from roots_scale.config import ConfigError
 
 VALID_PREFIX = "valid_"
 
@@ -31,6 +34,10 @@ CONSOLE_FIELDS: list[tuple[str, Callable[[float], str]]] = [
     ("mem_gb", lambda v: f"mem {v:.1f} GB"),
     ("valid_loss", lambda v: f"valid loss {v:.3f}"),
     ("valid_ppl", lambda v: f"valid ppl {v:.2f}"),
+    ("valid_accuracy", lambda v: f"valid acc {v:.3f}"),  # fine-tuning (roots_scale.finetune)
+    ("valid_f1_macro", lambda v: f"valid F1 {v:.3f}"),
+    ("valid_bleu", lambda v: f"valid BLEU {v:.1f}"),
+    ("valid_chrf", lambda v: f"valid chrF {v:.1f}"),
 ]
 
 
@@ -56,14 +63,39 @@ def _si(value: float) -> str:
     return f"{value:.1f}"
 
 
+WANDB_DIR = "wandb"  # under the run directory: wandb's own files, and the run id that a resume continues
+WANDB_RUN_ID = "run_id"
+
+
+def start_wandb(run_dir: Path, settings: Mapping[str, str], config: dict[str, Any]) -> Any:
+    """A wandb run writing under `run_dir/wandb/`, with `config` as its config and the id kept there, so that a
+    resumed run continues the same wandb run. `settings` is `run.wandb`, already validated."""
+    import wandb
+
+    id_file = run_dir / WANDB_DIR / WANDB_RUN_ID
+    if not id_file.is_file():
+        write_text_atomic(id_file, secrets.token_hex(6) + "\n")
+    try:
+        return wandb.init(project=settings["project"], entity=settings.get("entity"),
+                          mode=settings.get("mode", "online"), dir=run_dir, id=id_file.read_text().strip(),
+                          resume="allow", name=config.get("run", {}).get("name"), config=config)
+    except wandb.errors.Error as err:
+        raise ConfigError(f"run.wandb = {dict(settings)}: wandb could not start the run ({err}); log in with "
+                          f"`wandb login`, or set run.wandb.mode=offline and `wandb sync` {run_dir / WANDB_DIR} "
+                          f"later") from err
+
+
 class MetricsLogger:
     """Writes on one rank only; the others hold a logger that does nothing."""
 
-    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool) -> None:
+    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool, wandb: Mapping[str, str] | None = None,
+                 config: dict[str, Any] | None = None) -> None:
+        """`wandb` (run.wandb) non-empty also logs to Weights & Biases, with `config` (the resolved run config)."""
         self.path = Path(run_dir) / "metrics.jsonl"
         self.tensorboard_dir = Path(run_dir) / "tensorboard"
         self.enabled = enabled
         self._writer = None
+        self._wandb = start_wandb(Path(run_dir), wandb, config or {}) if enabled and wandb else None
         if enabled and tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -96,8 +128,14 @@ class MetricsLogger:
             for key, value in values.items():
                 self._writer.add_scalar(tensorboard_tag(key), value, step)
             self._writer.flush()
+        if self._wandb is not None:
+            self._wandb.log({tensorboard_tag(key): value for key, value in values.items()}, step=step)
         print(format_console(step, total_steps, values), flush=True)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Flush and close the writers; the wandb run is marked finished, or failed when training raised."""
         if self._writer is not None:
             self._writer.close()
+        if self._wandb is not None:
+            self._wandb.finish(exit_code=1 if failed else 0)
+            self._wandb = None

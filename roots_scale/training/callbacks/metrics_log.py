@@ -1,5 +1,5 @@
-"""Each step's record to metrics.jsonl, tensorboard and the console (rank 0); on resume, records of steps
-past the checkpoint (logged by a killed run) are dropped first."""
+"""Each step's record to metrics.jsonl, tensorboard, wandb (when set) and the console (rank 0); on resume,
+records of steps past the checkpoint (logged by a killed run) are dropped first."""
 
 from __future__ import annotations
 
@@ -21,4 +21,4 @@ class MetricsLog(Callback):
         self.logger.log(step, trainer.settings.iters, record)
 
     def on_fit_end(self, trainer: Trainer, result: FitResult | None) -> None:
-        self.logger.close()
+        self.logger.close(failed=result is None)
