@@ -23,8 +23,8 @@ from roots_scale.config import load_config
 from roots_scale.launch.data_pipeline import data_jobs, expand_extracts, parse_stage_args, render_data_pipeline
 from roots_scale.launch.profile import ClusterProfile, LaunchError, load_profile
 from roots_scale.launch.render import LAUNCHERS, render_training
-from roots_scale.launch.sweep import (COMMANDS, default_mode, format_table, load_sweep, local_command, plan_sweep,
-                                      point_status, render_array, run_local, summarize, write_sweep)
+from roots_scale.launch.sweep import COMMANDS, load_sweep, local_command, plan_sweep, render_array, run_local, write_sweep
+from roots_scale.launch.sweep_summary import default_mode, format_table, point_status, summarize
 
 
 def build_parser() -> argparse.ArgumentParser:
