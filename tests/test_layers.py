@@ -18,11 +18,15 @@ LAYERS: list[tuple[str, ...]] = [
     ("roots_scale.distributed",),           # ranks and process groups
     ("roots_scale.data", "roots_scale.models"),
     ("roots_scale.checkpoint",),
-    ("roots_scale.training", "roots_scale.posttrain", "roots_scale.launch"),
+    ("roots_scale.finetune",),              # fine-tuning's files, samples, task heads, metrics, evaluators
+    ("roots_scale.training", "roots_scale.posttrain"),
+    ("roots_scale.finetune.validation", "roots_scale.finetune.prepare"),  # its trainer callback; its config checks
+    ("roots_scale.launch",),                # job scripts, checked as training (or fine-tuning) would check them
     ("roots_scale.planning",),              # roots-train plan: reads configs, device peaks, cluster profiles
     ("roots_scale.run",),                   # builds a run from all of the above
     ("roots_scale.pretrain",),              # the training entry point
-    ("roots_scale.cli",),                   # roots-train subcommand dispatch
+    ("roots_scale.finetune.run",),          # roots-train finetune: the same entry point, a fine-tuning run
+    ("roots_scale.cli", "roots_scale.finetune.__main__"),  # roots-train subcommand dispatch; torchrun -m
 ]
 
 

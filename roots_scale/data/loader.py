@@ -61,9 +61,11 @@ def step_batches(dataset: SampleSource, micro_batch_size: int, accumulation_step
     """Yield, per optimizer step, this rank's `accumulation_steps` micro-batches."""
     sampler = MicroBatchSampler(len(dataset), micro_batch_size, accumulation_steps, data_parallel_rank,
                                 data_parallel_size, consumed_samples)
+    # A generator of its own: starting an iterator draws a worker seed, which must not come from the global stream
+    # dropout draws from (a resumed run starts its iterator after restoring that stream: exact resume).
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate,
                         pin_memory=pin_memory, persistent_workers=False,
-                        prefetch_factor=4 if num_workers else None)
+                        prefetch_factor=4 if num_workers else None, generator=torch.Generator())
     micro_batches = iter(loader)
     for _ in range(len(sampler) // accumulation_steps):
         yield [next(micro_batches) for _ in range(accumulation_steps)]

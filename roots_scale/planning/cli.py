@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from roots_core.errors import RootsError
 from roots_scale.config import Config, load_config, validate
 from roots_scale.launch.profile import load_profile
+from roots_scale.models.recurrent import is_recurrent
 from roots_scale.planning.costs import Layout, Plan, plan_layout
 from roots_scale.planning.devices import Device, device
 from roots_scale.planning.errors import PlanError
@@ -48,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args, overrides = build_parser().parse_known_args(argv)
     cfg = load_config(args.config, overrides)
+    if is_recurrent(cfg.model):
+        raise PlanError(f"model.arch={cfg.model.arch} is invalid here: the planner models transformers (model.arch "
+                        f"gpt or bert); a recurrent model trains with data parallelism and ZeRO 0-3 only, measure it "
+                        f"with benchmarks/recurrent_vs_transformer.py")
     nodes, per_node, gpu = _cluster(args, cfg)
     world = nodes * per_node
     if args.search:

@@ -1,4 +1,5 @@
-"""`roots-train generate CHECKPOINT --prompt "..."`: continue a prompt with a GPT checkpoint, to eyeball training.
+"""`roots-train generate CHECKPOINT --prompt "..."`: continue a prompt with a GPT (or RNN / LSTM / GRU) checkpoint,
+to eyeball training.
 
 One process: the checkpoint's full weights (any TP size, any ZeRO stage) in a TP=1 model, on CPU or the
 first GPU, and the tokenizer the run's store manifest names. Greedy by default (`--temperature 0`); with a
@@ -72,8 +73,9 @@ def _positive(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """The `roots-train generate` command."""
-    parser = argparse.ArgumentParser(prog="roots-train generate",
-                                     description="Continue prompts with a GPT checkpoint (one process, TP=1).")
+    parser = argparse.ArgumentParser(
+        prog="roots-train generate",
+        description="Continue prompts with a GPT, RNN, LSTM or GRU checkpoint (one process, TP=1).")
     parser.add_argument("checkpoint", help="run directory, its checkpoints/ folder, or one iter_NNNNNNN folder")
     parser.add_argument("--prompt", action="append", required=True, help="text to continue; repeat for several")
     parser.add_argument("--max-new-tokens", type=_positive, default=64)
@@ -87,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with single_process_world():
         model, state = load_checkpoint_model(args.checkpoint)
-        if state.config.model.arch != "gpt":
-            raise InferenceError(f"{args.checkpoint} is a {state.config.model.arch.upper()} checkpoint; "
-                                 f"generate continues text with a GPT")
+        if state.config.model.arch == "bert":
+            raise InferenceError(f"{args.checkpoint} is a BERT checkpoint; generate continues text with a causal "
+                                 f"language model (model.arch gpt, rnn, lstm or gru)")
         tokenizer = run_tokenizer(state.config, args.tokenizer)
         model.to(args.device)
         for prompt in args.prompt:

@@ -20,6 +20,17 @@ activation recomputation is not counted, so MFU does not reward recomputing):
 
 For gpt2_125m (L 12, h 768, 12 heads, s 1024, V 50304): P_matmul = 12 · 12 · 768² + 768 · 50304 =
 123,568,128 and F = 741,408,768 + 113,246,208 = 854,654,976 FLOPs per token.
+
+Recurrent models (RNN, LSTM, GRU; models/recurrent.py) have no attention term: F = 6 · P_matmul with
+
+    P_matmul = L · g · (h · h + h · h) + h · V,   g = 1 (RNN), 3 (GRU: reset, update, new), 4 (LSTM: i, f, g, o)
+
+- Every layer multiplies its input (h wide: the embedding and every layer are `hidden_size`) by W_ih [g·h × h] and
+  the previous state by W_hh [g·h × h] once per token; plus the LM head h × V (tied or not).
+- The gate nonlinearities, the element-wise state updates (LSTM's c = f·c + i·g, GRU's interpolation) and
+  the biases are O(g · h) per token and left out, like the transformer's norms.
+For a 2-layer LSTM, h 256, V 2048: P_matmul = 2 · 4 · 2 · 256² + 256 · 2048 = 1,572,864 and
+F = 9,437,184 FLOPs per token.
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ from dataclasses import dataclass
 import torch
 
 from roots_scale.config import ModelConfig
+from roots_scale.models.recurrent import GATES, is_recurrent
 
 # Dense (no sparsity) tensor-core peak FLOP/s per device, by a substring of the device name and the
 # training precision; the first matching pattern wins, so specific names come before general ones.
@@ -54,6 +66,9 @@ PEAK_FLOPS: list[tuple[str, dict[str, float]]] = [
 
 def matmul_params(model_cfg: ModelConfig, vocab_size: int) -> int:
     """Weights of the matrix multiplies one token goes through (see the module docstring)."""
+    if is_recurrent(model_cfg):
+        h = model_cfg.hidden_size
+        return model_cfg.num_layers * GATES[model_cfg.arch] * 2 * h * h + h * vocab_size
     h, d = model_cfg.hidden_size, model_cfg.head_dim
     attention = h * (model_cfg.num_attention_heads + 2 * model_cfg.kv_heads) * d + model_cfg.num_attention_heads * d * h
     mlp = (3 if model_cfg.activation == "swiglu" else 2) * h * model_cfg.ffn_size
@@ -62,7 +77,10 @@ def matmul_params(model_cfg: ModelConfig, vocab_size: int) -> int:
 
 
 def model_flops_per_token(model_cfg: ModelConfig, vocab_size: int) -> int:
-    """Training FLOPs per token: 6 · matmul params + 12 · L · (heads · head_dim) · seq (module docstring)."""
+    """Training FLOPs per token: 6 · matmul params + 12 · L · (heads · head_dim) · seq, without the attention term
+    for recurrent models (module docstring)."""
+    if is_recurrent(model_cfg):
+        return 6 * matmul_params(model_cfg, vocab_size)
     attention_width = model_cfg.num_attention_heads * model_cfg.head_dim
     return 6 * matmul_params(model_cfg, vocab_size) + 12 * model_cfg.num_layers * attention_width * model_cfg.seq_length
 

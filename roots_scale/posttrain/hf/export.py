@@ -16,6 +16,7 @@ import torch
 from roots_core.tokenizer import Tokenizer
 from roots_scale.checkpoint.consolidated import read_full_state
 from roots_scale.config import ModelConfig
+from roots_scale.models.recurrent import is_recurrent
 from roots_scale.posttrain.errors import HFConversionError
 from roots_scale.posttrain.load import run_tokenizer
 from roots_scale.posttrain.hf.convert import (
@@ -49,6 +50,10 @@ def export_hf(params: Tensors, cfg: ModelConfig, tokenizer_model: Path, output: 
     from safetensors.torch import save_file
     from transformers import AutoConfig, GenerationConfig
 
+    if is_recurrent(cfg):
+        raise HFConversionError(f"model.arch={cfg.arch} has no transformers architecture to export to; write its "
+                                f"weights as one state dict with `roots-train convert-checkpoint CHECKPOINT --output "
+                                f"FILE` instead")
     if output.exists() and any(output.iterdir()):
         raise HFConversionError(f"{output} is not empty; export into a new directory")
     family = family_of(cfg)
