@@ -263,3 +263,19 @@ def test_bad_input_is_one_line_and_writes_nothing(world, tmp_path: Path, capsys)
         assert "Traceback" not in done.stderr, name
         assert not (run / "checkpoints").exists() and not (run / "config.yaml").exists(), name
         assert json.loads((run / "exit_status.json").read_text())["exit_code"] == 2
+
+
+def test_classification_from_a_hugging_face_export_starts_where_the_checkpoint_does(world, tmp_path: Path) -> None:
+    """model.init_from_hf: the exported GPT fine-tunes from the same weights as its roots_scale checkpoint."""
+    hf = tmp_path / "hf"
+    done = subprocess.run([sys.executable, "-m", "roots_scale.cli", "export-hf", str(world["gpt"]), "--output",
+                           str(hf)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    short = {"train.iters": "3", "train.eval_interval": "3"}
+    from_checkpoint, from_hf = tmp_path / "from_checkpoint", tmp_path / "from_hf"
+    finetune(1, from_checkpoint, *classification_args(world, **short))
+    finetune(1, from_hf, "--config", "configs/tiny_gpt.yaml", *classification_args(world, **short, **{
+        "finetune.init": "null", "model.init_from_hf": str(hf), "finetune.tokenizer": str(world["tokenizer"]),
+        "model.seq_length": "32"}))
+    for ours, theirs in zip(metrics(from_checkpoint), metrics(from_hf)):
+        assert theirs["loss"] == pytest.approx(ours["loss"], rel=1e-5)

@@ -119,7 +119,12 @@ def test_finetune_points_run_roots_train_finetune_and_local_runs_use_torchrun(ca
     assert cli.main(["sweep", *common[:-1], f"finetune.train_path={tmp_path}/missing.jsonl", "--dry-run"]) == 2
     assert "missing.jsonl' is not an existing file" in capsys.readouterr().err
     script = dry_run(capsys, *common)
-    assert "\nexport TRAIN_SUBCOMMAND=finetune\ncase " in script
+    assert "\nexport TRAIN_SUBCOMMAND=finetune\n" in script
+    for launcher, entry in (("torchrun", "-m roots_scale.finetune"), ("deepspeed", "--module roots_scale.finetune"),
+                            ("slurm", "export TRAIN_SUBCOMMAND=finetune")):  # one fine-tuning job, any launcher
+        assert cli.main(["train", "--config", TINY, "--cluster", str(CPU_PROFILE), "--command", "finetune",
+                         "--launcher", launcher, "--dry-run", *labelled]) == 0, launcher
+        assert entry in capsys.readouterr().out, launcher
     template = (ROOT / "launch" / "pretrain.slurm").read_text()
     assert 'TRAIN=(-m roots_scale.cli "$TRAIN_SUBCOMMAND")' in template and '"$PYTHON" "${TRAIN[@]}"' in template
     commands = [shlex.split(line) for line in dry_run(capsys, *common, "--local").splitlines()]

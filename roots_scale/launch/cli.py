@@ -31,10 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     """`roots-launch train`, `data`, `sweep` and `sweep-summary`, with the options they share."""
     parser = argparse.ArgumentParser(prog="roots-launch", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    train = commands.add_parser("train", help="a pretraining job: SLURM, torchrun or the DeepSpeed launcher",
+    train = commands.add_parser("train", help="a training (or fine-tuning) job: SLURM, torchrun or the DeepSpeed launcher",
                                 epilog="Overrides: section.key=value, as for roots-train.")
     train.add_argument("--config", required=True, help="training config (YAML)")
     train.add_argument("--launcher", choices=LAUNCHERS, default="slurm")
+    train.add_argument("--command", dest="train_command", choices=COMMANDS, default="train",
+                       help="what the job runs: roots-train (pretraining, the default) or roots-train finetune")
     data = commands.add_parser("data", help="the roots-data pipeline as dependent SLURM job arrays")
     data.add_argument("--work-dir", required=True, metavar="DIR", help="docs/, clean/, dedup/, store/ go here")
     data.add_argument("--extract", action="append", nargs="+", required=True, metavar="FORMAT INPUT",
@@ -97,7 +99,7 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
             raise LaunchError(f"--submit needs a scheduler: run the {args.launcher} script with bash where it "
                               f"should start, or use --launcher slurm")
         cfg = load_config(args.config, extra)
-        script = render_training(args.launcher, profile, args.config, extra, cfg, workdir)
+        script = render_training(args.launcher, profile, args.config, extra, cfg, workdir, args.train_command)
         output = args.output or Path(cfg.run.output_dir) / "launch" / f"{args.launcher}.sh"
         runner = "sbatch" if args.launcher == "slurm" else "bash"
         writes_logs = args.launcher == "slurm"
