@@ -31,7 +31,8 @@ TOPICS = {
 }
 FILLER = "the a of and with near under over very small large old new red blue".split()
 ENGLISH_TO_CHINESE = {"cat": "猫", "dog": "狗", "horse": "马", "bird": "鸟", "fish": "鱼", "rice": "米饭",
-                      "apple": "苹果", "bread": "面包", "red": "红色", "blue": "蓝色", "big": "大", "small": "小"}
+                      "apple": "苹果", "bread": "面包", "red": "红色", "blue": "蓝色", "big": "大",
+                      "small": "小"}
 
 
 def topic_text(rng: random.Random, topic: str) -> str:

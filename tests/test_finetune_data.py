@@ -35,7 +35,8 @@ def tokenizer(tmp_path_factory) -> Tokenizer:
 
 
 def test_jsonl_csv_parquet_and_a_saved_dataset_read_alike(tmp_path: Path) -> None:
-    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(dict(zip(ROWS, row))) + "\n" for row in zip(*ROWS.values())))
+    rows = [dict(zip(ROWS, row)) for row in zip(*ROWS.values())]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     pa_csv.write_csv(pa.table(ROWS), tmp_path / "rows.csv")
     pq.write_table(pa.table(ROWS), tmp_path / "rows.parquet")
     datasets.Dataset.from_dict(ROWS).save_to_disk(str(tmp_path / "saved"))

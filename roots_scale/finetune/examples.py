@@ -116,7 +116,8 @@ def check_template(template: str) -> None:
         rendered = template.format(source="\0")
     except (KeyError, IndexError, ValueError) as err:
         raise FinetuneError(f"finetune.prompt_template = {template!r} is invalid ({err!r}): write the source as "
-                            f"{{source}} and any literal brace doubled, e.g. 'Translate to Chinese: {{source}}\\n'") from None
+                            f"{{source}} and any literal brace doubled, e.g. "
+                            f"'Translate to Chinese: {{source}}\\n'") from None
     if rendered.count("\0") != 1:
         raise FinetuneError(f"finetune.prompt_template = {template!r} must contain {{source}} exactly once")
 
@@ -175,5 +176,6 @@ def encode_file(path: str | Path, cfg: Config, tokenizer: Tokenizer, limit: int 
     if limit is not None:
         columns = dataclasses.replace(columns, values={k: v[:limit] for k, v in columns.values.items()})
     if cfg.finetune.task == "classification":
-        return classification(columns, cfg.finetune, cfg.finetune.labels, tokenizer, cfg.model.arch, cfg.model.seq_length)
+        return classification(columns, cfg.finetune, cfg.finetune.labels, tokenizer, cfg.model.arch,
+                              cfg.model.seq_length)
     return seq2seq(columns, cfg.finetune, tokenizer, cfg.model.seq_length)

@@ -23,7 +23,8 @@ from roots_scale.config import load_config
 from roots_scale.launch.data_pipeline import data_jobs, expand_extracts, parse_stage_args, render_data_pipeline
 from roots_scale.launch.profile import ClusterProfile, LaunchError, load_profile
 from roots_scale.launch.render import LAUNCHERS, render_training
-from roots_scale.launch.sweep import COMMANDS, load_sweep, local_command, plan_sweep, render_array, run_local, write_sweep
+from roots_scale.launch.sweep import (COMMANDS, load_sweep, local_command, plan_sweep, render_array, run_local,
+                                      write_sweep)
 from roots_scale.launch.sweep_summary import default_mode, format_table, point_status, summarize
 
 
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     """`roots-launch train`, `data`, `sweep` and `sweep-summary`, with the options they share."""
     parser = argparse.ArgumentParser(prog="roots-launch", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    train = commands.add_parser("train", help="a training (or fine-tuning) job: SLURM, torchrun or the DeepSpeed launcher",
+    train = commands.add_parser("train", help="a training (or fine-tuning) job: SLURM, torchrun or DeepSpeed",
                                 epilog="Overrides: section.key=value, as for roots-train.")
     train.add_argument("--config", required=True, help="training config (YAML)")
     train.add_argument("--launcher", choices=LAUNCHERS, default="slurm")
