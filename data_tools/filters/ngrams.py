@@ -16,9 +16,8 @@ def char_ids(text: str) -> np.ndarray:
 
 def word_ids(words: list[str]) -> np.ndarray:
     """`words` as integer ids, equal words getting equal ids."""
-    vocabulary: dict[str, int] = {}
-    return np.fromiter((vocabulary.setdefault(word, len(vocabulary)) for word in words), dtype=np.uint64,
-                       count=len(words))
+    vocabulary = {word: index for index, word in enumerate(dict.fromkeys(words))}  # first occurrence order
+    return np.fromiter(map(vocabulary.__getitem__, words), dtype=np.uint64, count=len(words))
 
 
 def ngram_hashes(ids: np.ndarray, n: int) -> np.ndarray:

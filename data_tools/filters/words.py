@@ -36,16 +36,18 @@ SPECIAL = _SpecialTable()
 
 def split_words(text: str) -> list[str]:
     """The lowercased words of `text`, each stripped of special characters at both ends; none empty."""
-    words = []
-    for piece in _PIECE.findall(text.lower()):
-        start, end = 0, len(piece)
-        while start < end and SPECIAL[piece[start]]:
-            start += 1
-        while end > start and SPECIAL[piece[end - 1]]:
-            end -= 1
-        if start < end:
-            words.append(piece[start:end])
-    return words
+    words = [piece if piece.isalpha() else _strip_special(piece) for piece in _PIECE.findall(text.lower())]
+    return [word for word in words if word]
+
+
+def _strip_special(piece: str) -> str:
+    """`piece` without the special characters at its ends (empty if it has nothing else)."""
+    start, end = 0, len(piece)
+    while start < end and SPECIAL[piece[start]]:
+        start += 1
+    while end > start and SPECIAL[piece[end - 1]]:
+        end -= 1
+    return piece[start:end]
 
 
 def special_character_ratio(text: str) -> float:
