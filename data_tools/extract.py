@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,11 +17,17 @@ from data_tools.errors import DataToolsError
 from data_tools.shards import SUFFIX, write_shard
 from data_tools.sources.base import Document, Reader
 from data_tools.sources.records import read_hf, read_jsonl, read_parquet
+from data_tools.sources.text import read_text
 from data_tools.sources.warc import MAX_HTML_BYTES, read_warc, read_wet
 from data_tools.sources.wikipedia import read_wikipedia
 from data_tools.stage import ShardStats, StageReport, Task, run_stage, select_slice
 
-FORMATS: tuple[str, ...] = ("warc", "wet", "wikipedia", "jsonl", "parquet", "hf")
+FORMATS: tuple[str, ...] = ("warc", "wet", "wikipedia", "jsonl", "parquet", "hf", "text")
+# What each format's inputs must be, and what a missing one is called in the error.
+_INPUT_KINDS: dict[str, tuple[Callable[[Path], bool], str]] = {
+    "hf": (Path.is_dir, "dataset directory(s)"),
+    "text": (Path.exists, "text file(s) or directory(s) of .txt files"),
+}
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,9 @@ class ExtractOptions:
     extract_timeout: float = 5.0
     main_content: bool = True
     shard_bytes: int | None = None  # target text bytes per output part; None = one shard per input
+    separator: str | None = None  # text: a line that separates documents
+    blank_lines: int | None = None  # text: a run of this many blank lines separates documents
+    source: str = "text"  # text: the documents' source label
 
 
 def reader_for(options: ExtractOptions) -> Reader:
@@ -46,9 +55,15 @@ def reader_for(options: ExtractOptions) -> Reader:
         "jsonl": functools.partial(read_jsonl, text_field=options.text_field),
         "parquet": functools.partial(read_parquet, text_field=options.text_field),
         "hf": functools.partial(read_hf, text_field=options.text_field),
+        "text": functools.partial(read_text, separator=options.separator, blank_lines=options.blank_lines,
+                                  source=options.source),
     }
     if options.format not in readers:
         raise DataToolsError(f"unknown input format {options.format!r}; valid formats: {', '.join(FORMATS)}")
+    if options.blank_lines is not None and options.blank_lines < 1:
+        raise DataToolsError(f"--blank-lines {options.blank_lines} is invalid: it must be at least 1")
+    if options.separator is not None and not options.separator.strip():
+        raise DataToolsError("--separator is empty: give the text of the separating line, e.g. '====='")
     return readers[options.format]
 
 
@@ -64,6 +79,7 @@ def extract_task(task: Task, output_dir: Path, options: ExtractOptions) -> Shard
 
     def counted(documents: Iterator[Document]) -> Iterator[Document]:
         for document in documents:
+            stats.count_in(document.text, document.source, document.lang)  # also advances the progress bar
             stats.count_out(document.text, document.source, document.lang)
             yield document
 
@@ -75,9 +91,7 @@ def extract_task(task: Task, output_dir: Path, options: ExtractOptions) -> Shard
         stats.outputs.extend(_write_parts(output_dir, task.name, documents, options.shard_bytes))
     stats.removed.update(skipped)
     stats.documents_in = stats.documents_out + sum(skipped.values())
-    stats.bytes_in = _size(task.input)
-    for counts in (*stats.by_source.values(), *stats.by_language.values()):
-        counts["in"] = counts["out"]  # records skipped before extraction have no source or language yet
+    stats.bytes_in = _size(task.input)  # records skipped before extraction have no source or language yet
     return stats
 
 
@@ -113,10 +127,10 @@ def extract_files(inputs: Sequence[Path], fmt: str, output_dir: Path, text_field
     """Extract every input of this slice (all checked to exist and to have distinct names first)."""
     options = options or ExtractOptions(fmt, text_field)
     reader_for(options)  # reject an unknown format before touching anything
-    missing = [str(path) for path in inputs if not (path.is_dir() if options.format == "hf" else path.is_file())]
+    valid, kind = _INPUT_KINDS.get(options.format, (Path.is_file, "input file(s)"))
+    missing = [str(path) for path in inputs if not valid(path)]
     if missing:
-        kind = "dataset directory" if options.format == "hf" else "input file"
-        raise DataToolsError(f"{kind}(s) not found: {', '.join(missing)}")
+        raise DataToolsError(f"{kind} not found: {', '.join(missing)}")
     tasks = select_slice([Task(task_name(p), p) for p in inputs], shard_index, num_shards)
     work = functools.partial(extract_task, options=options)
     return run_stage("extract", tasks, work, output_dir, num_workers, overwrite)

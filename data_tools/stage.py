@@ -5,13 +5,17 @@ Every stage maps input shards to output shards one task at a time. A task's stat
 is the completion marker, so a re-run after a kill redoes exactly the unfinished tasks and never
 trusts a partial output. `stats.json` is the sum of all sidecars present, rewritten after every
 run (a SLURM array's tasks each refresh it; the last one to finish leaves the complete total).
+When stderr is a terminal, one progress bar counts the stage's documents across all workers.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import sys
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -19,9 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from roots_core.atomic import write_bytes_atomic
 from data_tools.errors import DataToolsError
-from data_tools.shards import list_shards
+from data_tools.shards import SUFFIX, list_shards
 
 STATS_DIR = ".stats"
 STATS_FILE = "stats.json"
@@ -42,6 +49,7 @@ class ShardStats:
     outputs: list[str] = field(default_factory=list)  # file names this task wrote
 
     def count_in(self, text: str, source: str, lang: str | None) -> None:
+        _meter.add(1)
         self.documents_in += 1
         self.bytes_in += len(text.encode("utf-8"))
         self._tally(source, lang, "in")
@@ -125,7 +133,8 @@ def run_stage(stage: str, tasks: Sequence[Task], work: TaskFunction, output_dir:
     """Run `work(task, output_dir)` for every unfinished task, in `num_workers` processes.
 
     `work` must write its outputs atomically and return their stats (with `outputs` filled in);
-    it must be a module-level function so worker processes can import it.
+    it must be a module-level function so worker processes can import it. With `progress`, a bar
+    counts documents on stderr when it is a terminal (documents are counted by ShardStats.count_in).
     """
     if num_workers < 1:
         raise DataToolsError(f"--num-workers {num_workers} is invalid: it must be at least 1")
@@ -135,15 +144,17 @@ def run_stage(stage: str, tasks: Sequence[Task], work: TaskFunction, output_dir:
         raise DataToolsError(f"inputs {duplicates} would write the same output shard; give inputs distinct names")
     output_dir.mkdir(parents=True, exist_ok=True)
     todo = [t for t in tasks if overwrite or not is_finished(output_dir, t.name)]
-    with _progress_bar(stage, len(todo), progress) as bar:
-        for task, stats in _map(work, todo, output_dir, num_workers):
+    with _Progress(stage, todo, progress) as bar:
+        for task, (stats, counted) in _map(functools.partial(_run_metered, work), todo, output_dir, num_workers,
+                                           bar.shared):
             write_task_stats(output_dir, task.name, stats)
-            bar.update(1)
+            bar.task_done(stats, counted)
     totals = write_stage_stats(output_dir, stage)
     return StageReport(stage, ran=len(todo), reused=len(tasks) - len(todo), totals=totals)
 
 
-def _map(work: TaskFunction, tasks: list[Task], output_dir: Path, num_workers: int):
+def _map(work: Callable[[Task, Path], Any], tasks: list[Task], output_dir: Path, num_workers: int, shared: Any):
+    """`(task, work(task, output_dir))` for every task, in order; workers count documents into `shared`."""
     if num_workers == 1 or len(tasks) <= 1:
         for task in tasks:
             yield task, work(task, output_dir)
@@ -151,7 +162,8 @@ def _map(work: TaskFunction, tasks: list[Task], output_dir: Path, num_workers: i
     # spawn, not fork: forked children inherit pyarrow's thread pools mid-state. An executor, not a
     # Pool: its workers are not daemonic, so a task may start processes of its own (HTML sandbox).
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(min(num_workers, len(tasks)), mp_context=context) as pool:
+    with ProcessPoolExecutor(min(num_workers, len(tasks)), mp_context=context, initializer=_watch,
+                             initargs=(shared,)) as pool:
         yield from zip(tasks, pool.map(work, tasks, [output_dir] * len(tasks)))
 
 
@@ -217,25 +229,109 @@ def format_stats(stage: str, stats: ShardStats) -> str:
     return "\n".join(lines)
 
 
-class _progress_bar:
-    """tqdm on stderr when it is a terminal and there is work; silent otherwise."""
+_FLUSH_SECONDS = 0.2  # how often a process hands its document count to the bar (and the bar redraws)
 
-    def __init__(self, stage: str, total: int, enabled: bool) -> None:
-        self._bar = None
-        if enabled and total > 1 and sys.stderr.isatty():
-            from tqdm import tqdm
 
-            self._bar = tqdm(total=total, desc=stage, unit="shard", file=sys.stderr)
+class _Meter:
+    """This process's documents read (ShardStats.count_in), handed in batches to the stage's shared counter."""
 
-    def __enter__(self) -> _progress_bar:
+    def __init__(self) -> None:
+        self.shared: Any = None  # the multiprocessing Value the bar reads; None when no bar is shown
+        self.total = 0  # documents handed over so far
+        self._pending = 0
+        self._flushed_at = 0.0
+
+    def add(self, n: int) -> None:
+        """Count `n` documents read; hand them over if the last hand-over is old enough."""
+        if self.shared is None:
+            return
+        self._pending += n
+        if time.monotonic() - self._flushed_at >= _FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand every counted document to the shared counter now."""
+        if self.shared is None or not self._pending:
+            return
+        with self.shared.get_lock():
+            self.shared.value += self._pending
+        self.total += self._pending
+        self._pending = 0
+        self._flushed_at = time.monotonic()
+
+
+_meter = _Meter()
+
+
+def _watch(shared: Any) -> None:
+    """Worker initializer: count documents read into the parent's `shared` counter (None: no bar)."""
+    _meter.shared = shared
+
+
+def _run_metered(work: TaskFunction, task: Task, output_dir: Path) -> tuple[ShardStats, int]:
+    """Run one task; return its stats and how many documents it counted into the bar while running."""
+    before = _meter.total
+    stats = work(task, output_dir)
+    _meter.flush()
+    return stats, _meter.total - before
+
+
+def _document_total(tasks: Sequence[Task]) -> int | None:
+    """The documents the tasks will read when every input is a document shard (from Parquet footers), else None."""
+    if not all(task.input.suffix == SUFFIX and task.input.is_file() for task in tasks):
+        return None
+    try:
+        return sum(pq.read_metadata(task.input).num_rows for task in tasks)
+    except (OSError, pa.ArrowInvalid):
+        return None
+
+
+class _Progress:
+    """One bar for the whole stage (documents, rate, ETA when the total is known) when stderr is a terminal.
+
+    Tasks count documents as they read them (ShardStats.count_in), in whichever process they run; a
+    thread redraws the bar from the shared count, and each finished task tops it up to its
+    `documents_in` (records skipped unread, or stages that count a whole shard at the end).
+    Without a terminal nothing is drawn and nothing is counted.
+    """
+
+    def __init__(self, stage: str, tasks: Sequence[Task], enabled: bool) -> None:
+        self.shared: Any = None
+        self._tasks, self._done, self._topped_up = len(tasks), 0, 0
+        if not (enabled and tasks and sys.stderr.isatty()):
+            return
+        from tqdm import tqdm
+
+        self.shared = multiprocessing.get_context("spawn").Value("q", 0)
+        self._bar = tqdm(total=_document_total(tasks), desc=stage, unit="doc", file=sys.stderr)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._redraw_until_stopped, daemon=True)
+
+    def __enter__(self) -> _Progress:
+        _meter.shared = self.shared
+        if self.shared is not None:
+            self._thread.start()
         return self
 
-    def update(self, n: int) -> None:
-        if self._bar is not None:
-            self._bar.update(n)
+    def task_done(self, stats: ShardStats, counted: int) -> None:
+        """Note a finished task: its documents not counted while it ran go onto the bar too."""
+        self._topped_up += stats.documents_in - counted
+        self._done += 1
+
+    def _show(self) -> None:
+        self._bar.set_postfix_str(f"{self._done}/{self._tasks} tasks", refresh=False)
+        self._bar.update(self.shared.value + self._topped_up - self._bar.n)
+
+    def _redraw_until_stopped(self) -> None:
+        while not self._stop.wait(_FLUSH_SECONDS):
+            self._show()
 
     def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
+        _meter.shared = None
+        if self.shared is not None:
+            self._stop.set()
+            self._thread.join()
+            self._show()
             self._bar.close()
 
 
