@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from data_tools import clean, dedup, labels, megatron_import, tokenize_shards, tokenizer
+from data_tools import clean, dedup, labels, megatron_import, report, tokenize_shards, tokenizer
 from data_tools.demo_corpus import build_demo_corpus
 from data_tools.errors import DataToolsError
 from data_tools.extract import FORMATS, ExtractOptions, extract_files
@@ -30,10 +30,15 @@ def _demo_corpus(args: argparse.Namespace) -> int:
 
 def _extract(args: argparse.Namespace) -> int:
     """Extract raw inputs into document shards."""
+    text_only = [flag for flag, value in (("--separator", args.separator), ("--blank-lines", args.blank_lines),
+                                          ("--source", args.source)) if value is not None]
+    if text_only and args.format != "text":
+        raise DataToolsError(f"{', '.join(text_only)}: only for --format text, not --format {args.format}")
     options = ExtractOptions(
         args.format, args.text_field, max_html_bytes=int(args.max_html_mb * 1024 * 1024),
         extract_timeout=args.extract_timeout, main_content=not args.full_page,
-        shard_bytes=int(args.shard_size_mb * 1024 * 1024) if args.shard_size_mb else None)
+        shard_bytes=int(args.shard_size_mb * 1024 * 1024) if args.shard_size_mb else None,
+        separator=args.separator, blank_lines=args.blank_lines, source=args.source or "text")
     report = extract_files(args.inputs, args.format, args.output, overwrite=args.overwrite,
                            num_workers=args.num_workers, shard_index=args.shard_index,
                            num_shards=args.num_shards, options=options)
@@ -78,8 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--max-html-mb", type=float, default=5.0, metavar="MB", help="skip larger pages")
     extract.add_argument("--full-page", action="store_true",
                          help="keep menus and footers (default: main content only)")
+    split = extract.add_mutually_exclusive_group()
+    split.add_argument("--separator", metavar="LINE",
+                       help="text: a line holding exactly LINE (e.g. =====) ends a document (default: one per file)")
+    split.add_argument("--blank-lines", type=int, metavar="N",
+                       help="text: a run of N or more blank lines ends a document")
+    extract.add_argument("--source", metavar="NAME", help="text: the documents' source label (default: text)")
     extract.add_argument("inputs", type=Path, nargs="+", metavar="INPUT",
-                         help="files (a saved dataset directory for --format hf)")
+                         help="files (a saved dataset directory for --format hf; .txt files or directories "
+                              "of them, searched recursively, for --format text)")
     extract.set_defaults(run=_extract)
 
     tokenizer.register(commands)
@@ -89,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     clean.register(commands)
     dedup.register(commands)
     labels.register(commands)
+    report.register(commands)
 
     stats = commands.add_parser("stats", help="show a stage output's stats (documents, bytes, removals)")
     stats.add_argument("directory", type=Path, metavar="DIR")

@@ -16,8 +16,9 @@ Three phases, each resumable; `--phase all` (the default) runs them in order in 
                shard's name, size and mtime, so a changed shard or parameter is recomputed.
 2. cluster     one process over every shard's signatures: `<output>/.dedup/remove/<stem>.npz`
                (removed row indices, one array per reason), then `<output>/.dedup/cluster.json`,
-               the marker, keyed by all the inputs and parameters. A changed key redoes clustering
-               and deletes the now stale output shards.
+               the marker, keyed by all the inputs and parameters, with the removals and how many
+               exact-copy groups and near-duplicate clusters there are of each size (`cluster_sizes`).
+               A changed key redoes clustering and deletes the now stale output shards.
 3. filter      per shard (sliceable, parallel): `<output>/<stem>.parquet`, the survivors in their
                original order, same schema; per-shard stats and `<output>/stats.json`.
 
@@ -173,9 +174,15 @@ def _load_signatures(tasks: list[Task], signature_dir: Path, params: DedupParams
 
 def exact_duplicates(exact: np.ndarray) -> np.ndarray:
     """Which rows of (n, 2) hashes repeat an earlier row: True for every copy after the first."""
+    return exact_groups(exact)[0]
+
+
+def exact_groups(exact: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`exact_duplicates`, and the size of every group of identical rows (from the same sort, so at no extra cost)."""
     duplicate = np.ones(len(exact), dtype=bool)
-    duplicate[np.unique(exact, axis=0, return_index=True)[1]] = False  # return_index gives first occurrences
-    return duplicate
+    _, first, sizes = np.unique(exact, axis=0, return_index=True, return_counts=True)  # first occurrences
+    duplicate[first] = False
+    return duplicate, sizes
 
 
 def _compress(parent: np.ndarray) -> None:
@@ -199,6 +206,11 @@ def _union(parent: np.ndarray, u: np.ndarray, v: np.ndarray) -> None:
 
 def near_duplicates(bands: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """Which candidate rows share a band key, transitively, with an earlier candidate (all but each cluster's first)."""
+    return near_clusters(bands, candidates)[0]
+
+
+def near_clusters(bands: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`near_duplicates`, and the size of every cluster of candidates (one count over the final union-find)."""
     rows = np.flatnonzero(candidates)
     parent = np.arange(len(rows))
     for band in range(bands.shape[1]):
@@ -213,7 +225,14 @@ def near_duplicates(bands: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     _compress(parent)
     duplicate = np.zeros(len(candidates), dtype=bool)
     duplicate[rows[parent != np.arange(len(rows))]] = True
-    return duplicate
+    sizes = np.bincount(parent, minlength=len(rows))
+    return duplicate, sizes[sizes > 0]
+
+
+def size_histogram(sizes: np.ndarray) -> dict[str, int]:
+    """How many groups have each size of 2 or more, as {"size": groups} (JSON keys), ascending."""
+    values, counts = np.unique(sizes[sizes > 1], return_counts=True)
+    return {str(value): int(count) for value, count in zip(values.tolist(), counts.tolist())}
 
 
 def cluster(tasks: list[Task], output_dir: Path, params: DedupParams,
@@ -230,14 +249,16 @@ def cluster(tasks: list[Task], output_dir: Path, params: DedupParams,
     marker_path.unlink(missing_ok=True)  # filter refuses to run until the new removal lists are complete
     for task in tasks:
         (output_dir / f"{task.name}{SUFFIX}").unlink(missing_ok=True)  # filtered with the old removal lists
-    exact = exact_duplicates(np.concatenate(exact_parts))
-    near = near_duplicates(np.concatenate(band_parts), ~exact) if params.near else np.zeros_like(exact)
+    exact, exact_sizes = exact_groups(np.concatenate(exact_parts))
+    near, near_sizes = (near_clusters(np.concatenate(band_parts), ~exact) if params.near
+                        else (np.zeros_like(exact), np.zeros(0, dtype=np.int64)))
     bounds = np.cumsum([0] + [len(part) for part in exact_parts])
     for task, start, stop in zip(tasks, bounds[:-1], bounds[1:]):
         _save_npz(work_dir / "remove" / f"{task.name}.npz",
                   **{EXACT: np.flatnonzero(exact[start:stop]), NEAR: np.flatnonzero(near[start:stop])})
     marker = {"key": key, "parameters": params.key(), "shards": [t.name for t in tasks],
-              "documents": int(bounds[-1]), "removed": {EXACT: int(exact.sum()), NEAR: int(near.sum())}}
+              "documents": int(bounds[-1]), "removed": {EXACT: int(exact.sum()), NEAR: int(near.sum())},
+              "cluster_sizes": {EXACT: size_histogram(exact_sizes), NEAR: size_histogram(near_sizes)}}
     write_bytes_atomic(marker_path, (json.dumps(marker, indent=2) + "\n").encode())
     return marker, False
 
