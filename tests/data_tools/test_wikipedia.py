@@ -18,7 +18,9 @@ def test_demo_dump_articles_only(demo_corpus):
     assert len(documents) == len(MODULES[0::2])
     assert skipped == Counter({"redirect": 1, "not_main_namespace": 1})
     assert [d.id for d in documents] == [f"wikipedia:{1000 + i}" for i in range(len(documents))]
-    assert all(d.source == "wikipedia" and d.url is None and d.lang is None for d in documents)
+    assert all(d.source == "wikipedia" and d.lang is None for d in documents)
+    # the article path from <siteinfo><base>https://demowiki.invalid/wiki/Main_Page</base>
+    assert documents[0].url == f"https://demowiki.invalid/wiki/{MODULES[0]}_(Python_module)"
 
 
 def test_demo_markup_is_gone_and_prose_kept(demo_corpus):
