@@ -1,16 +1,28 @@
-"""Tokenize throughput: the whole tokenize stage against sentencepiece's own encode, and token store read rates.
+"""Tokenize throughput: the word-path encoder against sentencepiece's encode, the stage against Megatron-LM's
+preprocess_data, and token store read rates.
 
     python benchmarks/tokenize_throughput.py --text-mb 60 --vocab-size 32000 --workers 1 2
 
 Builds document shards by repeating the demo corpus (plus the real fixtures in ../shared/fixtures
 when present: the demo text alone is too small for a 32,000-piece vocabulary), trains a tokenizer
-on the unrepeated documents, then for each worker count times `roots-data tokenize` end to end
-(read Parquet, encode, write Arrow, checksum, manifest, worker start-up included) against the
-floor: sentencepiece's batch `encode` of the same texts, already in memory, in as many processes,
-with the same output type (numpy arrays, one thread per process) and nothing read or written.
-The ratio stage/floor is the share of the encoder's speed the stage keeps (target ≥ 0.8). Each
-timing is the best of `--repeat` runs, stage and floor alternating, so that other load on the
-machine counts against neither. Last, the store's open time (`TokenStore(dir)`) and the rate of
+on the unrepeated documents, then:
+
+- encoder: in this one process, `Tokenizer.encode_batch` (the word path, a fresh cache) against
+  sentencepiece's own batch encode (`encode_batch_reference`), batches of 1,000 texts as the stage
+  reads them, ids compared; once on the unrepeated documents (every word new to the cache: the
+  cold case) and once on the whole corpus (repeated text: mostly cache hits).
+- end to end, per worker count: `roots-data tokenize` (read Parquet, encode, write Arrow,
+  checksum, manifest, worker start-up included) against Megatron-LM's `tools/preprocess_data.py`
+  loop, reimplemented here without Megatron's imports: a JSON-lines file of the same documents
+  (written untimed), a Pool of that many workers each `json.loads` a line and encodes its text
+  with sentencepiece's `encode_as_ids`, appending eod, `pool.imap(..., chunksize=32)`, the main
+  process writing each document as a numpy array to `.bin` and its sizes and document index to
+  `.idx`. The ids of both, eod aside, are compared document by document; the ratio is Megatron's
+  seconds over ours (target ≥ 2). The floor is sentencepiece's batch `encode` of the texts alone,
+  already in memory, in as many processes (what the stage ran at before the word path).
+
+Each timing is the best of `--repeat` runs, the contenders alternating, so that other load on the
+machine counts against none. Last, the store's open time (`TokenStore(dir)`) and the rate of
 `store[i]` at random i.
 """
 
@@ -19,15 +31,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import multiprocessing
 import random
 import shutil
 import statistics
+import struct
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +56,12 @@ from data_tools.shards import iter_batches, list_shards, write_shard  # noqa: E4
 from data_tools.sources.base import Document  # noqa: E402
 from data_tools.tokenizer import train_tokenizer  # noqa: E402
 from roots_core.token_store import TokenStore  # noqa: E402
+from roots_core.tokenizer import Tokenizer  # noqa: E402
+
+BATCH = 1000  # texts per encode call, as the stage reads its shards
+MEGATRON_INDEX_HEADER = b"MMIDIDX\x00\x00"  # Megatron's .idx: magic, version, dtype code, sequences, documents
+MEGATRON_DTYPE_CODES = {np.uint16: 8, np.int32: 4}
+MEGATRON_HEADER_BYTES = len(MEGATRON_INDEX_HEADER) + 8 + 1 + 8 + 8
 
 
 def base_documents(work: Path) -> Path:
@@ -108,6 +129,86 @@ def stage(model: Path, docs: Path, store: Path, workers: int) -> tuple[int, floa
     return TokenStore(store).num_tokens, seconds
 
 
+def shard_texts(docs: Path) -> list[str]:
+    """Every document text of the shards in `docs`, in shard order."""
+    return [t for shard in list_shards(docs) for t in pq.read_table(shard, columns=["text"]).column("text").to_pylist()]
+
+
+def encoder_seconds(model: Path, texts: list[str], repeat: int) -> tuple[int, float, float]:
+    """(tokens, word-path seconds with a fresh cache, sentencepiece seconds) over `texts` in batches; ids compared."""
+    fast = reference = float("inf")
+    for _ in range(repeat):
+        tokenizer = Tokenizer(model)  # an empty word cache each time
+        start = time.perf_counter()
+        got = [ids for i in range(0, len(texts), BATCH) for ids in tokenizer.encode_batch(texts[i:i + BATCH])]
+        fast = min(fast, time.perf_counter() - start)
+        start = time.perf_counter()
+        want = [ids for i in range(0, len(texts), BATCH)
+                for ids in tokenizer.encode_batch_reference(texts[i:i + BATCH])]
+        reference = min(reference, time.perf_counter() - start)
+        if not tokenizer.word_path or not all(map(np.array_equal, got, want)):
+            sys.exit("the word path is off or its ids differ from sentencepiece's")
+    return sum(map(len, want)), fast, reference
+
+
+class _MegatronEncoder:
+    """Megatron-LM's preprocess_data `Encoder`: the tokenizer loaded per worker, one JSON line at a time."""
+
+    def __init__(self, model: str) -> None:
+        """Remember the model; `initializer` loads it in each worker, as Megatron's does."""
+        self.model = model
+
+    def initializer(self) -> None:
+        """Load sentencepiece in this worker (Megatron's `_SentencePieceTokenizer`)."""
+        import sentencepiece as spm
+
+        _MegatronEncoder.processor = spm.SentencePieceProcessor(model_file=self.model)
+
+    def encode(self, json_line: str) -> tuple[list[int], int]:
+        """The line's text ids with eod appended (`--append-eod`), and the line's length."""
+        text = json.loads(json_line)["text"]
+        ids = _MegatronEncoder.processor.encode_as_ids(text)
+        if ids:
+            ids.append(_MegatronEncoder.processor.eos_id())
+        return ids, len(json_line)
+
+
+def megatron(model: Path, jsonl: Path, prefix: Path, workers: int) -> float:
+    """Seconds for Megatron-LM's preprocess_data loop over `jsonl` with `workers` encoding processes."""
+    start = time.perf_counter()
+    encoder = _MegatronEncoder(str(model))
+    dtype = np.uint16 if Tokenizer(model).vocab_size < 65500 else np.int32
+    sizes, document_index = [], [0]
+    with open(jsonl, encoding="utf-8") as lines, open(f"{prefix}.bin", "wb") as data, \
+            multiprocessing.get_context("fork").Pool(workers, initializer=encoder.initializer) as pool:
+        for ids, _ in pool.imap(encoder.encode, lines, 32):
+            data.write(np.array(ids, dtype=dtype).tobytes(order="C"))
+            sizes.append(len(ids))
+            document_index.append(len(sizes))
+    sizes_array = np.array(sizes, dtype=np.int32)
+    pointers = np.zeros(len(sizes), dtype=np.int64)
+    np.cumsum(sizes_array[:-1] * np.dtype(dtype).itemsize, out=pointers[1:])
+    with open(f"{prefix}.idx", "wb") as index:
+        index.write(MEGATRON_INDEX_HEADER + struct.pack("<Q", 1) + struct.pack("<B", MEGATRON_DTYPE_CODES[dtype])
+                    + struct.pack("<Q", len(sizes)) + struct.pack("<Q", len(document_index)))
+        for array in (sizes_array, pointers, np.array(document_index, dtype=np.int64)):
+            index.write(array.tobytes(order="C"))
+    return time.perf_counter() - start
+
+
+def same_ids(store: Path, prefix: Path, eod: int) -> bool:
+    """Whether the store's documents are Megatron's `.bin` documents with their eod removed."""
+    opened = TokenStore(store)
+    sizes = np.fromfile(f"{prefix}.idx", dtype=np.int32, count=len(opened), offset=MEGATRON_HEADER_BYTES)
+    megatron_ids = np.fromfile(f"{prefix}.bin", dtype=opened.dtype)
+    ends = np.cumsum(sizes)
+    eods = ends[sizes > 0] - 1
+    if not np.all(megatron_ids[eods] == eod):
+        return False
+    ours = np.concatenate([opened[i] for i in range(len(opened))])
+    return np.array_equal(np.delete(megatron_ids, eods), ours)
+
+
 def store_rates(store: Path, reads: int) -> tuple[float, float, int]:
     """(median open seconds, store[i] reads per second at random i, documents)."""
     opens = []
@@ -140,19 +241,33 @@ def main() -> None:
         megabytes = repeated_shards(base, docs, args.text_mb, args.shards)
         print(f"corpus: {megabytes:.0f} MB of text in {args.shards} shards; tokenizer: {args.vocab_size} pieces; "
               f"in {work}\n")
-        print(f"{'workers':>7} {'tokens':>12} {'stage s':>8} {'stage tok/s':>12} {'floor s':>8} {'floor tok/s':>12} "
-              f"{'ratio':>6}")
+        texts = shard_texts(docs)
+        jsonl = work / "megatron.jsonl"
+        jsonl.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+        print("encoder, one process: word path (fresh cache) vs sentencepiece's own encode, same ids")
+        print(f"{'texts':>12} {'tokens':>12} {'word s':>8} {'spm s':>8} {'ratio':>6}")
+        for label, sample in (("unrepeated", shard_texts(base)), ("corpus", texts)):
+            tokens, fast, reference = encoder_seconds(model, sample, args.repeat)
+            print(f"{label:>12} {tokens:>12,} {fast:>8.2f} {reference:>8.2f} {reference / fast:>6.2f}")
+        print("\nend to end: roots-data tokenize vs Megatron-LM preprocess_data (same documents, same ids)")
+        print(f"{'workers':>7} {'tokens':>12} {'stage s':>8} {'stage tok/s':>12} {'megatron s':>10} {'ratio':>6} "
+              f"{'floor s':>8} {'ids':>5}")
+        eod = Tokenizer(model).special_tokens["eod"]
         for workers in args.workers:
-            store = work / f"store-{workers}"
-            seconds = floor_seconds = float("inf")
+            store, prefix = work / f"store-{workers}", work / f"megatron-{workers}"
+            seconds = megatron_seconds = floor_seconds = float("inf")
             for _ in range(args.repeat):
                 shutil.rmtree(store, ignore_errors=True)
                 tokens, took = stage(model, docs, store, workers)
+                megatron_seconds = min(megatron_seconds, megatron(model, jsonl, prefix, workers))
                 floor_tokens, floor_took = encode_floor(model, docs, workers)
                 assert floor_tokens == tokens, (floor_tokens, tokens)
                 seconds, floor_seconds = min(seconds, took), min(floor_seconds, floor_took)
-            print(f"{workers:>7} {tokens:>12,} {seconds:>8.2f} {tokens / seconds:>12,.0f} {floor_seconds:>8.2f} "
-                  f"{tokens / floor_seconds:>12,.0f} {floor_seconds / seconds:>6.2f}")
+            identical = same_ids(store, prefix, eod)
+            print(f"{workers:>7} {tokens:>12,} {seconds:>8.2f} {tokens / seconds:>12,.0f} {megatron_seconds:>10.2f} "
+                  f"{megatron_seconds / seconds:>6.2f} {floor_seconds:>8.2f} {'same' if identical else 'DIFF':>5}")
+            if not identical:
+                sys.exit("roots-data tokenize and Megatron-LM's preprocess_data gave different ids")
         opened, rate, documents = store_rates(work / f"store-{args.workers[0]}", args.reads)
         print(f"\nstore: {documents:,} documents; open {opened * 1e3:.1f} ms; random store[i] {rate:,.0f} docs/s")
     finally:

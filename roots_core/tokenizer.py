@@ -17,6 +17,7 @@ import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as model_pb2
 
 from roots_core.errors import TokenizerError
+from roots_core.word_encoder import WordEncoder, word_path_allowed
 
 SPECIAL_TOKENS: dict[str, int] = {"pad": 0, "unk": 1, "eod": 2, "mask": 3, "cls": 4, "sep": 5}
 
@@ -67,6 +68,13 @@ class Tokenizer:
                 "(train it with `roots-data train-tokenizer`)"
             )
         self.special_tokens = dict(SPECIAL_TOKENS)
+        # The word path when the model's settings prove it gives sentencepiece's ids; else sentencepiece alone.
+        self._words = WordEncoder(self._sp) if word_path_allowed(model_proto(model_bytes)) else None
+
+    @property
+    def word_path(self) -> bool:
+        """Whether `encode_batch` encodes each distinct word once (roots_core.word_encoder) rather than every text."""
+        return self._words is not None
 
     @property
     def vocab_size(self) -> int:
@@ -78,7 +86,13 @@ class Tokenizer:
         return self._sp.encode(text, out_type=int)
 
     def encode_batch(self, texts: list[str], num_threads: int = 1) -> list[np.ndarray]:
-        """Token ids (int32 arrays) of each text, in one call: no Python int per token, so faster than `encode`."""
+        """Token ids (int32 arrays) of each text, as `encode` gives them: word by word when allowed, else in one call."""
+        if self._words is not None:
+            return self._words.encode_batch(texts, num_threads)
+        return self.encode_batch_reference(texts, num_threads)
+
+    def encode_batch_reference(self, texts: list[str], num_threads: int = 1) -> list[np.ndarray]:
+        """Token ids (int32 arrays) of each text by sentencepiece's own batch encode: the word path's reference."""
         return self._sp.encode(texts, out_type="numpy", num_threads=num_threads)
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
