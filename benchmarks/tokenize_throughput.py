@@ -31,9 +31,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import itertools
 import json
 import multiprocessing
 import random
+import re
 import shutil
 import statistics
 import struct
@@ -70,23 +72,35 @@ def base_documents(work: Path) -> Path:
     docs = work / "base"
     extract_files([corpus["commoncrawl"]], "warc", docs)
     extract_files([corpus["wikipedia"]], "wikipedia", docs)
-    if (FIXTURES / "dolma_sample-0000.warc.gz").is_file():
-        extract_files([FIXTURES / "dolma_sample-0000.warc.gz"], "warc", docs)
-        extract_files([FIXTURES / "enwiki-table-markup.xml.bz2"], "wikipedia", docs)
+    for fixture, source_format in (("dolma_sample-0000.warc.gz", "warc"), ("enwiki-table-markup.xml.bz2", "wikipedia")):
+        if (FIXTURES / fixture).is_file():
+            extract_files([FIXTURES / fixture], source_format, docs)
     return docs
 
 
-def repeated_shards(base: Path, output: Path, megabytes: float, shards: int) -> float:
-    """Write `shards` shards repeating the base documents (fresh ids) to about `megabytes` of text; return MB."""
+def repeated_shards(base: Path, output: Path, megabytes: float, shards: int, novel_words: float) -> float:
+    """Write `shards` shards repeating the base documents (fresh ids) to about `megabytes` of text; return MB.
+
+    In every copy after the first, a `novel_words` fraction of the words gets a suffix no other word has, so the
+    corpus keeps meeting new words as a real one does (a repeated text would be all cache hits for the word path).
+    """
     documents = [Document._make(row) for shard in list_shards(base)
                  for batch in iter_batches(shard, list(Document._fields))
                  for row in zip(*(batch.column(f).to_pylist() for f in Document._fields))]
     size = sum(len(d.text.encode("utf-8")) for d in documents)
     copies = max(1, round(megabytes * 1e6 / size))
+    rng, counter = random.Random(0), itertools.count()
+
+    def novel(word: re.Match) -> str:
+        return f"{word[0]}{next(counter):x}" if rng.random() < novel_words else word[0]
+
+    def copy(document: Document, index: int) -> Document:
+        text = document.text if index == 0 else re.sub(r"\S+", novel, document.text)
+        return document._replace(id=f"{document.id}#{index}", text=text)
+
     for index in range(shards):
         copy_range = range(index * copies // shards, (index + 1) * copies // shards)
-        write_shard(output / f"part-{index:03d}.parquet",
-                    (d._replace(id=f"{d.id}#{c}") for c in copy_range for d in documents))
+        write_shard(output / f"part-{index:03d}.parquet", (copy(d, c) for c in copy_range for d in documents))
     return copies * size / 1e6
 
 
@@ -228,6 +242,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--text-mb", type=float, default=60, help="text to tokenize (default 60 MB)")
     parser.add_argument("--vocab-size", type=int, default=32000)
+    parser.add_argument("--novel-words", type=float, default=0.05,
+                        help="fraction of the words made new in each repeated copy (default 0.05)")
     parser.add_argument("--shards", type=int, default=8, help="document shards (so workers have work to share)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--reads", type=int, default=200_000, help="random store[i] reads to time")
@@ -238,8 +254,9 @@ def main() -> None:
         base = base_documents(work)
         model = train_tokenizer(base, work / "tokenizer" / "spm", args.vocab_size)
         docs = work / "docs"
-        megabytes = repeated_shards(base, docs, args.text_mb, args.shards)
-        print(f"corpus: {megabytes:.0f} MB of text in {args.shards} shards; tokenizer: {args.vocab_size} pieces; "
+        megabytes = repeated_shards(base, docs, args.text_mb, args.shards, args.novel_words)
+        print(f"corpus: {megabytes:.0f} MB of text in {args.shards} shards, {args.novel_words:.0%} of the words "
+              f"new in each repeat; tokenizer: {args.vocab_size} pieces; "
               f"in {work}\n")
         texts = shard_texts(docs)
         jsonl = work / "megatron.jsonl"
