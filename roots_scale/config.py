@@ -95,6 +95,10 @@ class ParallelConfig:
     # Megatron's sequence parallelism: norms, dropout and residuals on 1/tensor of the sequence, which divides
     # the activations the tensor-parallel layers do not split by the tensor-parallel size.
     sequence_parallel: bool = False
+    # How long a collective waits for a peer before the run fails with reason `peer_failed` (a dead or hung
+    # process or node): 10 minutes, as Megatron-LM, not PyTorch's 30. Longer than any one rank's lone work
+    # between collectives (building a sample index, writing its checkpoint shard).
+    collective_timeout_s: float = 600
 
 
 @dataclass
@@ -405,6 +409,8 @@ def validate(cfg: Config, world_size: int, check_data: bool = True) -> BatchPlan
     _require(m.ffn_size % p.tensor == 0, "parallel.tensor", p.tensor,
              f"a divisor of the FFN size ({m.ffn_size})")
     _require(p.pipeline >= 1, "parallel.pipeline", p.pipeline, "at least 1")
+    _require(p.collective_timeout_s > 0, "parallel.collective_timeout_s", p.collective_timeout_s,
+             "a positive number of seconds (600 = 10 minutes)")
     if p.sequence_parallel:
         _require(p.tensor > 1, "parallel.sequence_parallel", p.sequence_parallel,
                  "false with parallel.tensor = 1: it splits the sequence over the tensor-parallel group")

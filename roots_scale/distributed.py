@@ -23,7 +23,8 @@ from megatron.core import parallel_state
 
 from roots_core.errors import RootsError
 
-MEGATRON_ORDER = "tp-cp-ep-dp-pp"  # fastest-varying first: the order of `topology`
+MEGATRON_ORDER = "tp-cp-ep-dp-pp"
+_MPIRUN_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MPI_LOCALNRANKS")  # Open MPI's mpirun, MPICH / Intel MPI  # fastest-varying first: the order of `topology`
 
 
 class DistributedError(RootsError):
@@ -46,8 +47,10 @@ def discover_launch_env(environ: Mapping[str, str] | None = None) -> LaunchEnv:
     """Find rank, local rank and world size from torchrun/deepspeed, SLURM, MPI, or none.
 
     torchrun and the `deepspeed` launcher set RANK/WORLD_SIZE; they win even inside a SLURM
-    allocation (srun → torchrun). MPI is only asked when an MPI launcher's variables are present,
-    because importing mpi4py initializes MPI.
+    allocation (srun → torchrun). Then mpirun's own variables: inside an allocation mpirun starts
+    its daemons with srun, so each process also sees SLURM variables, of a one-task step. MPI is only
+    asked when an MPI launcher's variables are present, because importing mpi4py initializes MPI;
+    under `srun --mpi=pmix` SLURM's variables are read (the same ranks).
     """
     env = os.environ if environ is None else environ
     if "RANK" in env and "WORLD_SIZE" in env:
@@ -59,6 +62,8 @@ def discover_launch_env(environ: Mapping[str, str] | None = None) -> LaunchEnv:
             master_port=_int(env, "MASTER_PORT", default=29500),
             launcher="torchrun",
         )
+    if any(k in env for k in _MPIRUN_VARIABLES):  # mpirun inside an allocation: SLURM's are those of its daemons
+        return _discover_from_mpi(env)
     if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
         return LaunchEnv(
             rank=_int(env, "SLURM_PROCID"),
@@ -119,8 +124,9 @@ def _discover_from_mpi(env: Mapping[str, str]) -> LaunchEnv:
 
 
 def init_distributed(launch: LaunchEnv, tensor_parallel: int, pipeline_parallel: int = 1,
-                     timeout_minutes: int = 30) -> None:
-    """Form the default process group and megatron-core's tensor/pipeline/data-parallel groups (`topology`'s order)."""
+                     timeout_s: float = 600) -> None:
+    """Form the default process group and megatron-core's tensor/pipeline/data-parallel groups (`topology`'s order);
+    a collective of any of them that waits `timeout_s` for a peer fails (`is_collective_failure`)."""
     os.environ.update(RANK=str(launch.rank), LOCAL_RANK=str(launch.local_rank),
                       WORLD_SIZE=str(launch.world_size), MASTER_ADDR=launch.master_addr,
                       MASTER_PORT=str(launch.master_port))
@@ -130,15 +136,42 @@ def init_distributed(launch: LaunchEnv, tensor_parallel: int, pipeline_parallel:
     backend = accelerator.communication_backend_name()
     if not torch.distributed.is_initialized():
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False,
-                                   timeout=timedelta(minutes=timeout_minutes))
+                                   timeout=timedelta(seconds=timeout_s))
     if not parallel_state.model_parallel_is_initialized():
         parallel_state.initialize_model_parallel(
             tensor_model_parallel_size=tensor_parallel,
             pipeline_model_parallel_size=pipeline_parallel,
             order=MEGATRON_ORDER,
-            distributed_timeout_minutes=timeout_minutes,
+            distributed_timeout_minutes=timeout_s / 60,  # a timedelta's minutes
             create_gloo_process_groups=backend != "gloo",  # on gloo the main groups already are gloo
         )
+
+
+def placement(tensor_parallel: int, pipeline_parallel: int) -> dict:
+    """Collective: every rank's host, and the ranks and hosts of each tensor-parallel group, for placement.json.
+
+    `tensor_groups_span_nodes` is true when some tensor-parallel group is not inside one node: its every layer
+    then crosses the slow inter-node network (the processes per node are not a multiple of parallel.tensor)."""
+    hosts: list[str | None] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(hosts, socket.gethostname())
+    layout = topology(tensor_parallel, pipeline_parallel, len(hosts))
+    groups = layout.get_axis_comm_lists("model") if tensor_parallel > 1 else [[rank] for rank in range(len(hosts))]
+    tensor_groups = [{"ranks": ranks, "hosts": sorted({hosts[rank] for rank in ranks})} for ranks in groups]
+    return {"hosts": hosts, "nodes": sorted(set(hosts)), "tensor_groups": tensor_groups,
+            "tensor_groups_span_nodes": any(len(group["hosts"]) > 1 for group in tensor_groups)}
+
+
+def is_collective_failure(err: BaseException) -> bool:
+    """Whether `err` is a collective that lost a peer: a closed connection (a process or node died) or the
+    collective timeout (one hung). torch raises these as RuntimeError from its gloo / NCCL backends."""
+    if isinstance(err, torch.distributed.DistError):
+        return True
+    message = str(err)
+    return isinstance(err, RuntimeError) and any(mark in message for mark in _COLLECTIVE_FAILURES)
+
+
+_COLLECTIVE_FAILURES = ("gloo/transport", "ProcessGroupGloo", "ProcessGroupNCCL", "NCCL error",
+                        "Connection reset by peer", "Connection closed by peer", "Timed out waiting")
 
 
 def topology(tensor_parallel: int, pipeline_parallel: int, world_size: int) -> PipeModelDataParallelTopology:

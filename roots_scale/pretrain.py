@@ -32,7 +32,14 @@ from roots_core.atomic import write_text_atomic  # noqa: E402
 from roots_core.errors import LockError, RootsError  # noqa: E402
 from roots_core.lock import DirectoryLock  # noqa: E402
 from roots_scale.config import BatchPlan, Config, load_config, validate  # noqa: E402
-from roots_scale.distributed import LaunchEnv, destroy_distributed, discover_launch_env, init_distributed  # noqa: E402
+from roots_scale.distributed import (  # noqa: E402
+    DistributedError,
+    LaunchEnv,
+    destroy_distributed,
+    discover_launch_env,
+    init_distributed,
+    is_collective_failure,
+)
 from roots_scale.run import Run, build_run  # noqa: E402
 from roots_scale.training.trainer import Callback, FitResult, TrainingError  # noqa: E402
 
@@ -80,7 +87,7 @@ def main(argv: list[str] | None = None, extra_callbacks: Sequence[Callback] = ()
         plan = job.validate(cfg, launch.world_size)
     except RootsError as err:
         return _fail(cfg, rank, err, EXIT_BAD_CONFIG, "error")
-    init_distributed(launch, cfg.parallel.tensor, cfg.parallel.pipeline)
+    init_distributed(launch, cfg.parallel.tensor, cfg.parallel.pipeline, cfg.parallel.collective_timeout_s)
     try:
         result = train(cfg, plan, launch, started_at, extra_callbacks, job.build)
         code = EXIT_REQUEUE if result.requeue else EXIT_OK
@@ -91,6 +98,15 @@ def main(argv: list[str] | None = None, extra_callbacks: Sequence[Callback] = ()
         return _fail(cfg, launch.rank, err, EXIT_TRAINING_FAILED, "training_failed")
     except RootsError as err:
         return _fail(cfg, launch.rank, err, EXIT_BAD_CONFIG, "error")
+    except RuntimeError as err:
+        if not is_collective_failure(err):
+            raise
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        lost = DistributedError(
+            f"a collective lost a peer ({first_line}): a process or node of the job died, or hung for "
+            f"parallel.collective_timeout_s={cfg.parallel.collective_timeout_s:g}; start the job again to resume "
+            f"from the last checkpoint")
+        return _fail(cfg, launch.rank, lost, EXIT_TRAINING_FAILED, "peer_failed")
     finally:
         destroy_distributed()
     return code

@@ -6,8 +6,10 @@ callbacks (`build_run`). Each part is handed only the settings it uses.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +21,14 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 from torch import nn
 
+from roots_core.atomic import write_text_atomic
 from roots_core.errors import TokenStoreError
 from roots_core.token_store import verify_checksums_once
 from roots_scale.checkpoint.manager import CheckpointManager, Layout, RunIdentity
 from roots_scale.config import BatchPlan, Config, save_config
 from roots_scale.data import SampleSource
 from roots_scale.data.builder import DataSources, SampleSettings, build_dataset, resolve_sources
-from roots_scale.distributed import LaunchEnv, MegatronMpu, check_topology, topology
+from roots_scale.distributed import LaunchEnv, MegatronMpu, check_topology, placement, topology
 from roots_scale.models import build_model
 from roots_scale.models.layers import padded_vocab_size
 from roots_scale.models.pipeline import build_pipeline_gpt
@@ -43,6 +46,8 @@ from roots_scale.training.optimizer import build_optimizer
 from roots_scale.training.pipeline import engine_steps
 from roots_scale.training.schedules import learning_rate
 from roots_scale.training.trainer import Callback, LoopSettings, Trainer
+
+PLACEMENT_FILE = "placement.json"  # in the run directory: which host each rank runs on, and the tensor groups' hosts
 
 
 @dataclass
@@ -128,10 +133,16 @@ def initialize_engine(model: nn.Module, cfg: Config, plan: BatchPlan):
 
 
 def make_run_directory(cfg: Config, launch: LaunchEnv) -> Path:
-    """Collective: rank 0 creates the run directory; every rank returns once it exists."""
+    """Collective: rank 0 creates the run directory and records in placement.json which host each rank runs on
+    (warning when a tensor-parallel group spans nodes); every rank returns once it exists."""
     run_dir = Path(cfg.run.output_dir)
+    where = placement(cfg.parallel.tensor, cfg.parallel.pipeline)
     if launch.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run_dir / PLACEMENT_FILE, json.dumps(where, indent=1) + "\n")
+        if where["tensor_groups_span_nodes"]:
+            print(f"roots-train: warning: tensor-parallel groups span nodes ({run_dir / PLACEMENT_FILE}): give each "
+                  f"node a multiple of parallel.tensor={cfg.parallel.tensor} processes", file=sys.stderr)
     dist.barrier()
     return run_dir
 
