@@ -136,7 +136,8 @@ def _torchrun_script(p: ClusterProfile, train_args: list[str], job_name: str, wo
         lines = [comment("Run: bash <this file>"), *prelude(p, workdir)]
         rendezvous: list[str] = ["--standalone"]
     else:
-        lines = [comment(f"Run this same file once on each of the {p.nodes} nodes (e.g. pdsh -w "
+        lines = [comment(f"Run this same file once on each of the {p.nodes} nodes (in an allocation: srun --nodes "
+                         f"{p.nodes} --ntasks-per-node 1 bash <this file>; else e.g. pdsh -w "
                          f"{','.join(p.hosts) or 'HOST1,HOST2,...'} bash <this file>); the processes meet at a "
                          f"c10d rendezvous on the first node, port {p.rendezvous_port}."), *prelude(p, workdir)]
         lines.append(f': "${{MASTER_ADDR:={p.hosts[0]}}}"' if p.hosts else
