@@ -1,19 +1,27 @@
-"""HTML → main text with resiliparse, in a sandbox process with a hard per-document time limit.
+"""HTML → main text with resiliparse, and the sandbox process that runs extraction with a time limit.
 
 Extractors can spin for minutes on pathological pages, and C++ code cannot be interrupted by a
-Python signal; so extraction runs in a child process that is killed and restarted when one
-document exceeds its time limit (counted as `extract_timeout`, the rest of the file goes on).
-`timeout=0` extracts in-process: faster, for trusted input and for measuring the extractor alone.
+Python signal; so a reader runs in a child process (`Sandbox`) that sends back what it produces,
+and is killed when it goes silent for longer than the time limit (or dies): the reader then
+counts the page and starts a fresh sandbox after it. Only results cross the pipe, one message each:
+the child reads its input itself.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 
 from resiliparse.extract.html2text import extract_plain_text
 from resiliparse.parse.encoding import bytes_to_str, detect_encoding
 from resiliparse.parse.html import HTMLTree
+
+from data_tools.errors import DataToolsError
+
+HtmlToText = Callable[[bytes, "str | None", bool], str]  # (html, charset, main content only) → text
+STARTUP_TIMEOUT_S = 120.0  # a fresh interpreter importing the extractor on a loaded machine
+_READY = "ready"
 
 
 def html_to_text(html: bytes, charset: str | None, main_content: bool = True) -> str:
@@ -23,74 +31,53 @@ def html_to_text(html: bytes, charset: str | None, main_content: bool = True) ->
     return text.strip()
 
 
-class Timeout(Exception):
-    """One document took longer than the extractor's time limit."""
+class Sandbox:
+    """`target(send, *args)` in a spawned child process; use as a context manager so the child is always reaped."""
 
+    def __init__(self, target: Callable[..., None], args: tuple) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe(duplex=False)
+        self._process = context.Process(target=_run, args=(child, target, args), daemon=True)
+        self._process.start()
+        child.close()
 
-class HtmlExtractor:
-    """A reusable extractor; use as a context manager so the sandbox process is always reaped."""
-
-    def __init__(self, timeout: float = 5.0, main_content: bool = True) -> None:
-        self.timeout = timeout
-        self.main_content = main_content
-        self._process: multiprocessing.Process | None = None
-        self._conn: Connection | None = None
-
-    def __enter__(self) -> HtmlExtractor:
+    def __enter__(self) -> Sandbox:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop()
-
-    def extract(self, html: bytes, charset: str | None) -> str:
-        """The page's text; raises Timeout when the limit is hit (the sandbox is then replaced)."""
-        if self.timeout <= 0:
-            return html_to_text(html, charset, self.main_content)
-        if self._conn is None:
-            self._start()
-        assert self._conn is not None
-        try:
-            self._conn.send((html, charset))
-            if not self._conn.poll(self.timeout):
-                self._stop(kill=True)
-                raise Timeout(f"HTML extraction took longer than {self.timeout} s")
-            return self._conn.recv()
-        except (EOFError, OSError):  # the sandbox died (a crash in the extractor): treat like a timeout
-            self._stop(kill=True)
-            raise Timeout("the HTML extractor process died") from None
-
-    def _start(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        parent, child = context.Pipe()
-        self._process = context.Process(
-            target=_serve, args=(child, self.main_content), daemon=True)
-        self._process.start()
-        child.close()
-        self._conn = parent
-
-    def _stop(self, kill: bool = False) -> None:
-        if self._process is None:
-            return
-        assert self._conn is not None
-        if not kill:
-            try:
-                self._conn.send(None)
-            except OSError:
-                kill = True
-        if kill:
+        if self._process.is_alive():
             self._process.kill()
         self._process.join(timeout=10)
         self._conn.close()
-        self._process, self._conn = None, None
 
+    def messages(self, timeout: float) -> Iterator[object]:
+        """What the target sends, in order, until it returns; stops early (killing the child) when `timeout`
+        seconds pass without a message or the child dies."""
+        if not self._conn.poll(STARTUP_TIMEOUT_S) or self._receive() != _READY:
+            raise DataToolsError(f"the extraction sandbox process did not start within {STARTUP_TIMEOUT_S:.0f} s "
+                                 f"(exit code {self._process.exitcode}); try `--extract-timeout 0` to extract "
+                                 f"in-process")
+        while True:
+            if not self._conn.poll(timeout):
+                self._process.kill()
+                return
+            message = self._receive()
+            if message is _DIED:
+                return
+            yield message
 
-def _serve(conn: Connection, main_content: bool) -> None:
-    """The sandbox loop: (html, charset) in, text out, until None or the parent goes away."""
-    while True:
+    def _receive(self) -> object:
         try:
-            item = conn.recv()
-        except EOFError:
-            return
-        if item is None:
-            return
-        conn.send(html_to_text(item[0], item[1], main_content))
+            return self._conn.recv()
+        except (EOFError, OSError):  # the child died (a crash in the extractor)
+            return _DIED
+
+
+_DIED = object()
+
+
+def _run(conn: Connection, target: Callable[..., None], args: tuple) -> None:
+    """The child: say it is ready, run the target with a way to send, then close."""
+    conn.send(_READY)
+    target(conn.send, *args)
+    conn.close()

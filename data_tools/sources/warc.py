@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import itertools
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,7 +20,7 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.recordloader import ArcWarcRecord
 
 from data_tools.sources.base import Document, hashed_id
-from data_tools.sources.html_extract import HtmlExtractor, Timeout
+from data_tools.sources.html_extract import HtmlToText, Sandbox, html_to_text
 
 SOURCE = "commoncrawl"
 MAX_HTML_BYTES = 5 * 1024 * 1024
@@ -46,15 +47,50 @@ class _ArchiveIterator(ArchiveIterator):
 
 
 def read_warc(path: Path, skipped: Counter, max_html_bytes: int = MAX_HTML_BYTES, timeout: float = 5.0,
-              main_content: bool = True) -> Iterator[Document]:
+              main_content: bool = True, to_text: HtmlToText = html_to_text) -> Iterator[Document]:
     """Yield one Document per 200 HTML `response` record; count every other record in `skipped`.
 
-    Pages over `max_html_bytes` are skipped unread; extraction of one page is stopped after
-    `timeout` seconds (see html_extract).
+    Pages over `max_html_bytes` are skipped unread. With `timeout` > 0 the file is read and its pages extracted
+    in a sandbox process (see html_extract) that sends back only the documents; a page whose extraction takes
+    longer than `timeout` seconds, or crashes the extractor, is counted as `extract_timeout` and the rest of the
+    file goes on in a fresh sandbox. `timeout=0` reads in-process: faster, for trusted input.
     """
-    with open(path, "rb") as stream, HtmlExtractor(timeout, main_content) as extractor:
+    if timeout <= 0:
+        for _, document in _documents(path, skipped, max_html_bytes, main_content, to_text):
+            yield document
+        return
+    start, stalled = 0, False
+    while True:
+        with Sandbox(_serve_warc, (path, max_html_bytes, main_content, to_text, start, stalled)) as sandbox:
+            for message in sandbox.messages(timeout):
+                index, counts, document = message
+                skipped.update(counts)
+                if document is None:
+                    return
+                start = index + 1
+                yield document
+        stalled = True  # the sandbox stalled or died on the first page it was to extract from `start` on
+
+
+def _serve_warc(send: Callable[[object], None], path: Path, max_html_bytes: int, main_content: bool,
+                to_text: HtmlToText, start: int, stalled: bool) -> None:
+    """In the sandbox: (record index, skip counts since the last message, document) per document, then
+    (None, counts, None). Records before `start` were read before; with `stalled`, the first page to extract
+    is the one the previous sandbox stalled on: counted, not extracted."""
+    skipped: Counter = Counter()
+    for index, document in _documents(path, skipped, max_html_bytes, main_content, to_text, start, stalled):
+        send((index, dict(skipped), document))
+        skipped.clear()
+    send((None, dict(skipped), None))
+
+
+def _documents(path: Path, skipped: Counter, max_html_bytes: int, main_content: bool, to_text: HtmlToText,
+               start: int = 0, stalled: bool = False) -> Iterator[tuple[int, Document]]:
+    """(record index, Document) per 200 HTML `response` record from record `start` on; every other record of
+    those counted in `skipped`; with `stalled`, the first page due for extraction counted as `extract_timeout`."""
+    with open(path, "rb") as stream:
         records = _ArchiveIterator(stream)
-        while True:
+        for index in itertools.count():
             try:
                 record = next(records)
             except StopIteration:
@@ -66,14 +102,27 @@ def read_warc(path: Path, skipped: Counter, max_html_bytes: int = MAX_HTML_BYTES
                 # AttributeError/ValueError on missing or bad headers); nothing after it is readable.
                 skipped["malformed_archive"] += 1
                 return
-            document = _response_document(record, skipped, max_html_bytes, extractor)
-            if document is not None:
-                yield document
+            if index < start:
+                continue
+            page = _html_page(record, skipped, max_html_bytes)
+            if page is None:
+                continue
+            if stalled:
+                skipped["extract_timeout"] += 1
+                stalled = False
+                continue
+            html, charset = page
+            text = to_text(html, charset, main_content)
+            if not text:
+                skipped["empty_text"] += 1
+                continue
+            url = record.rec_headers.get_header("WARC-Target-URI")
+            record_id = record.rec_headers.get_header("WARC-Record-ID") or ""
+            yield index, Document(hashed_id(SOURCE, record_id, url or ""), text, SOURCE, url)
 
 
-def _response_document(record: ArcWarcRecord, skipped: Counter, max_html_bytes: int,
-                       extractor: HtmlExtractor) -> Document | None:
-    """The Document for one WARC record, or None after counting why it was skipped."""
+def _html_page(record: ArcWarcRecord, skipped: Counter, max_html_bytes: int) -> tuple[bytes, str | None] | None:
+    """(HTML, charset) of one WARC record, or None after counting why it has no page to extract."""
     if record.rec_type != "response":
         skipped[f"not_response:{record.rec_type}"] += 1
         return None
@@ -103,17 +152,7 @@ def _response_document(record: ArcWarcRecord, skipped: Counter, max_html_bytes: 
     if getattr(record.raw_stream, "limit", 0) > 0:  # the block ended before its Content-Length
         skipped["truncated_record"] += 1
         return None
-    try:
-        text = extractor.extract(payload, _charset(content_type))
-    except Timeout:
-        skipped["extract_timeout"] += 1
-        return None
-    if not text:
-        skipped["empty_text"] += 1
-        return None
-    url = record.rec_headers.get_header("WARC-Target-URI")
-    record_id = record.rec_headers.get_header("WARC-Record-ID") or ""
-    return Document(hashed_id(SOURCE, record_id, url or ""), text, SOURCE, url)
+    return payload, _charset(content_type)
 
 
 def _charset(content_type: str) -> str | None:
