@@ -10,9 +10,11 @@ from __future__ import annotations
 import codecs
 import gzip
 import itertools
+import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -20,7 +22,7 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.recordloader import ArcWarcRecord
 
 from data_tools.sources.base import Document, hashed_id
-from data_tools.sources.html_extract import HtmlToText, Sandbox, html_to_text
+from data_tools.sources.html_extract import HtmlToText, Progress, Sandbox, html_to_text
 
 SOURCE = "commoncrawl"
 MAX_HTML_BYTES = 5 * 1024 * 1024
@@ -53,41 +55,64 @@ def read_warc(path: Path, skipped: Counter, max_html_bytes: int = MAX_HTML_BYTES
     Pages over `max_html_bytes` are skipped unread. With `timeout` > 0 the file is read and its pages extracted
     in a sandbox process (see html_extract) that sends back only the documents; a page whose extraction takes
     longer than `timeout` seconds, or crashes the extractor, is counted as `extract_timeout` and the rest of the
-    file goes on in a fresh sandbox. `timeout=0` reads in-process: faster, for trusted input.
+    file goes on in a fresh sandbox. `timeout=0` reads in-process, for trusted input.
     """
     if timeout <= 0:
         for _, document in _documents(path, skipped, max_html_bytes, main_content, to_text):
             yield document
         return
-    start, stalled = 0, False
+    start, stalled = 0, Stalled()
     while True:
         with Sandbox(_serve_warc, (path, max_html_bytes, main_content, to_text, start, stalled)) as sandbox:
-            for message in sandbox.messages(timeout):
-                index, counts, document = message
-                skipped.update(counts)
-                if document is None:
-                    return
-                start = index + 1
-                yield document
-        stalled = True  # the sandbox stalled or died on the first page it was to extract from `start` on
+            for batch in sandbox.messages(timeout):
+                for index, counts, document in batch:
+                    skipped.update(counts)
+                    if document is None:
+                        return
+                    start = index + 1
+                    yield document
+        # Lost: the batch the sandbox had not sent; it goes again from `start`, without the pages it stalled on.
+        stalled = stalled.add(sandbox.stalled_at)
 
 
-def _serve_warc(send: Callable[[object], None], path: Path, max_html_bytes: int, main_content: bool,
-                to_text: HtmlToText, start: int, stalled: bool) -> None:
-    """In the sandbox: (record index, skip counts since the last message, document) per document, then
-    (None, counts, None). Records before `start` were read before; with `stalled`, the first page to extract
-    is the one the previous sandbox stalled on: counted, not extracted."""
+@dataclass(frozen=True)
+class Stalled:
+    """The pages a sandbox stalled on (record indices), to pass over; `first`: it stalled between pages, so pass
+    over the next page instead."""
+
+    pages: frozenset[int] = frozenset()
+    first: bool = False
+
+    def add(self, page: int | None) -> Stalled:
+        return Stalled(self.pages, True) if page is None else Stalled(self.pages | {page}, self.first)
+
+_BATCH_DOCUMENTS, _BATCH_SECONDS = 64, 0.2  # a sandbox sends its documents at least this often
+
+
+def _serve_warc(send: Callable[[object], None], progress: Progress, path: Path, max_html_bytes: int,
+                main_content: bool, to_text: HtmlToText, start: int, stalled: Stalled) -> None:
+    """In the sandbox: batches of (record index, skip counts since the previous item, document), the last
+    item of the last batch (None, counts, None)."""
     skipped: Counter = Counter()
-    for index, document in _documents(path, skipped, max_html_bytes, main_content, to_text, start, stalled):
-        send((index, dict(skipped), document))
+    batch: list[tuple[int | None, dict[str, int], Document | None]] = []
+    sent_at = time.monotonic()
+    for index, document in _documents(path, skipped, max_html_bytes, main_content, to_text, start, stalled,
+                                      progress):
+        batch.append((index, dict(skipped), document))
         skipped.clear()
-    send((None, dict(skipped), None))
+        if len(batch) >= _BATCH_DOCUMENTS or time.monotonic() - sent_at >= _BATCH_SECONDS:
+            send(batch)
+            batch, sent_at = [], time.monotonic()
+    send([*batch, (None, dict(skipped), None)])
 
 
 def _documents(path: Path, skipped: Counter, max_html_bytes: int, main_content: bool, to_text: HtmlToText,
-               start: int = 0, stalled: bool = False) -> Iterator[tuple[int, Document]]:
+               start: int = 0, stalled: Stalled = Stalled(),
+               progress: Progress | None = None) -> Iterator[tuple[int, Document]]:
     """(record index, Document) per 200 HTML `response` record from record `start` on; every other record of
-    those counted in `skipped`; with `stalled`, the first page due for extraction counted as `extract_timeout`."""
+    those counted in `skipped`; the `stalled` pages counted as `extract_timeout`, not extracted; each extraction
+    marked in `progress`."""
+    pass_first = stalled.first
     with open(path, "rb") as stream:
         records = _ArchiveIterator(stream)
         for index in itertools.count():
@@ -107,12 +132,15 @@ def _documents(path: Path, skipped: Counter, max_html_bytes: int, main_content: 
             page = _html_page(record, skipped, max_html_bytes)
             if page is None:
                 continue
-            if stalled:
+            if index in stalled.pages or pass_first:
                 skipped["extract_timeout"] += 1
-                stalled = False
+                pass_first = False
                 continue
-            html, charset = page
-            text = to_text(html, charset, main_content)
+            if progress is not None:
+                progress.started(index)
+            text = to_text(*page, main_content)
+            if progress is not None:
+                progress.finished()
             if not text:
                 skipped["empty_text"] += 1
                 continue

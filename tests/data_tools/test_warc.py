@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import os
+import time
 from collections import Counter
 
 from data_tools.demo_corpus import MODULES
+from data_tools.sources.html_extract import html_to_text
 from data_tools.sources.warc import read_warc, read_wet
 
 
@@ -127,3 +130,26 @@ def test_wet_bad_utf8_record_is_skipped(tmp_path):
     documents = list(read_wet(path, skipped))
     assert [d.text for d in documents] == ["fine"]
     assert skipped == Counter({"bad_encoding": 1})
+
+
+def stalling_to_text(html: bytes, charset: str | None, main_content: bool) -> str:
+    """The real extractor, except that it hangs on the page of MODULES[3] and crashes its process on MODULES[7]'s
+    (what a pathological page does to a C++ extractor)."""
+    if f"<title>{MODULES[3]} &mdash;".encode() in html:
+        time.sleep(600)
+    if f"<title>{MODULES[7]} &mdash;".encode() in html:
+        os._exit(1)
+    return html_to_text(html, charset, main_content)
+
+
+def test_a_page_that_hangs_or_crashes_the_extractor_is_counted_and_the_rest_goes_on(demo_corpus):
+    """In the sandbox, a hung page is cut off after the time limit and a crash is survived: each is counted as
+    extract_timeout and every other document comes out as without them, in order."""
+    reference_skips = Counter()
+    reference = list(read_warc(demo_corpus["commoncrawl"], reference_skips, timeout=0))
+    skipped = Counter()
+    documents = list(read_warc(demo_corpus["commoncrawl"], skipped, timeout=2.0, to_text=stalling_to_text))
+    lost = {MODULES[3], MODULES[7]}
+    assert [d.text.split("\n")[0] for d in reference if d.text.split("\n")[0] in lost] == [MODULES[3], MODULES[7]]
+    assert documents == [d for d in reference if d.text.split("\n")[0] not in lost]
+    assert skipped == reference_skips + Counter({"extract_timeout": 2})
