@@ -84,7 +84,8 @@ def timed(run: Callable[[], object]) -> float:
 
 
 def library_alone(stage: str, inputs: list[Path], docs: Path) -> tuple[int, float]:
-    """(documents, seconds) of the stage's slowest library call alone, on one input's worth of work."""
+    """(documents, seconds) of the stage's slowest library call alone: on one input file for extraction, on every
+    document the stage read otherwise."""
     if stage == "extract warc":
         from warcio.archiveiterator import ArchiveIterator
 
@@ -103,7 +104,8 @@ def library_alone(stage: str, inputs: list[Path], docs: Path) -> tuple[int, floa
             texts = [wikipedia._child(p, "revision").find("{*}text").text or ""
                      for p in wikipedia._elements(stream) if wikipedia._local(p.tag) == "page"]
         return len(texts), timed(lambda: [mwparserfromhell.parse(t).strip_code() for t in texts])
-    texts = pq.read_table(list_shards(docs)[0], columns=["text"]).column("text").to_pylist()
+    texts = [text for shard in list_shards(docs)
+             for text in pq.read_table(shard, columns=["text"]).column("text").to_pylist()]
     if stage == "clean":
         from data_tools.filters.langid import identify
 

@@ -16,20 +16,43 @@ from dataclasses import dataclass
 
 from data_tools.filters.base import CleanDocument
 
-_LINE_BREAKS = re.compile("\r\n?|[\x0b\x0c\x85\u2028\u2029]")
-_INVISIBLE = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u00ad\u200b\u2060\ufeff]+")
-_HORIZONTAL_SPACE = re.compile(r"[^\S\n]+")
-_SPACE_AROUND_NEWLINE = re.compile(" ?\n ?")
+_LINE_BREAKS = "\x0b\x0c\x85\u2028\u2029"  # and "\r", alone or before "\n"
+_INVISIBLE = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u00ad\u200b\u2060\ufeff]")
+_SPACE_RUN = re.compile(" {2,}")
+_SPACE_AROUND_NEWLINE = re.compile(" \n ?|\n ")
 _BLANK_LINES = re.compile("\n{3,}")
+# Every character that is a line break, invisible, or whitespace other than a plain space or newline.
+_ODD_CHARACTER = re.compile("[\x00-\x09\x0b-\x1f\x7f-\xa0\u00ad\u1680\u2000-\u200b\u2028\u2029\u202f\u205f"
+                            "\u2060\u3000\ufeff]")
 
 
 def normalize_text(text: str) -> str:
-    """`text` in the canonical form described in this module's docstring."""
-    text = _INVISIBLE.sub("", _LINE_BREAKS.sub("\n", text))
+    """`text` in the canonical form described in this module's docstring.
+
+    Most web text is nearly canonical: one scan finds the few odd characters a text holds, each is
+    replaced with one `str.replace`, and every other rule runs only when its pattern occurs.
+    """
+    odd = set(_ODD_CHARACTER.findall(text))
+    if "\r" in odd:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    for char in odd:
+        if char in _LINE_BREAKS:
+            text = text.replace(char, "\n")
+        elif _INVISIBLE.match(char):
+            text = text.replace(char, "")
     if not unicodedata.is_normalized("NFC", text):
         text = unicodedata.normalize("NFC", text)
-    text = _SPACE_AROUND_NEWLINE.sub("\n", _HORIZONTAL_SPACE.sub(" ", text))
-    return _BLANK_LINES.sub("\n\n", text).strip()
+        odd = set(_ODD_CHARACTER.findall(text))  # canonical forms may swap one space character for another
+    for char in odd:
+        if char.isspace():  # what is left of them: horizontal whitespace
+            text = text.replace(char, " ")
+    if "  " in text:
+        text = _SPACE_RUN.sub(" ", text)
+    if " \n" in text or "\n " in text:
+        text = _SPACE_AROUND_NEWLINE.sub("\n", text)
+    if "\n\n\n" in text:
+        text = _BLANK_LINES.sub("\n\n", text)
+    return text.strip()
 
 
 @dataclass(frozen=True)

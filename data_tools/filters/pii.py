@@ -66,15 +66,17 @@ class _Kind:
     event: str
     token: str
     pattern: re.Pattern
+    hint: re.Pattern  # what every match contains, found much faster: a text without it is not scanned
     valid: Callable[[re.Match], bool] | None = None  # None: every match is PII
 
 
 # IPv6 before IPv4 (an IPv6 address may end in a dotted quad), phones last (IPs look numeric).
 _KINDS = (
-    _Kind("pii:email", EMAIL_TOKEN, _EMAIL),
-    _Kind("pii:ip_address", IP_ADDRESS_TOKEN, _IPV6, _ipv6_ok),
-    _Kind("pii:ip_address", IP_ADDRESS_TOKEN, _IPV4, _ipv4_ok),
-    _Kind("pii:phone", PHONE_TOKEN, _PHONE, _phone_ok),
+    _Kind("pii:email", EMAIL_TOKEN, _EMAIL, re.compile("@")),
+    _Kind("pii:ip_address", IP_ADDRESS_TOKEN, _IPV6, re.compile(":[0-9A-Fa-f]{0,4}:"), _ipv6_ok),
+    _Kind("pii:ip_address", IP_ADDRESS_TOKEN, _IPV4, re.compile(r"\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]"), _ipv4_ok),
+    _Kind("pii:phone", PHONE_TOKEN, _PHONE,
+          re.compile(r"\+[0-9]|\([0-9]{2,4}\)|[.-][0-9]{3}[.-][0-9]{4}|0[1-9][ .-][0-9]{2}"), _phone_ok),
 )
 
 
@@ -82,6 +84,9 @@ def redact_pii(text: str) -> tuple[str, Counter]:
     """`text` with PII replaced by placeholder tokens, and how many of each kind were replaced."""
     counts: Counter = Counter()
     for kind in _KINDS:
+        if not kind.hint.search(text):
+            continue
+
         def replace(match: re.Match, kind: _Kind = kind) -> str:
             if kind.valid is not None and not kind.valid(match):
                 return match.group()

@@ -52,9 +52,9 @@ def lexicon_ratio(words: list[str], lexicon: frozenset[str], joiner: str | None 
     """Words (and, with a `joiner`, adjacent word pairs) found in `lexicon`, per word, at most 1."""
     if not words:
         return 0.0
-    hits = sum(word in lexicon for word in words)
+    hits = sum(map(lexicon.__contains__, words))
     if joiner is not None:
-        hits += sum(f"{a}{joiner}{b}" in lexicon for a, b in zip(words, words[1:]))
+        hits += sum(map(lexicon.__contains__, map(joiner.join, zip(words, words[1:]))))
     return min(1.0, hits / len(words))
 
 

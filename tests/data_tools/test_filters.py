@@ -3,20 +3,41 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import random
+import re
+import sys
+import unicodedata
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from data_tools.clean import CleanOptions, build_steps, default_thresholds
 from data_tools.errors import DataToolsError
+from data_tools.filters import pii
 from data_tools.filters.base import Check, CleanDocument, apply_steps
 from data_tools.filters.c4 import C4Lines
-from data_tools.filters.gopher import duplicate_ngram_chars, gopher_filters, top_ngram_chars
+from data_tools.filters.gopher import (
+    duplicate_ngram_chars,
+    gopher_filters,
+    top_ngram_chars,
+)
 from data_tools.filters.langid import IdentifyLanguage, language_codes
 from data_tools.filters.normalize import normalize_text
 from data_tools.filters.pii import redact_pii
-from data_tools.filters.quality import char_repetition_ratio, lexicon_ratio, roots_filters, word_repetition_ratio
-from data_tools.filters.thresholds import DEFAULT_THRESHOLDS_FILE, Thresholds, ThresholdTable, load_thresholds
+from data_tools.filters.quality import (
+    char_repetition_ratio,
+    lexicon_ratio,
+    roots_filters,
+    word_repetition_ratio,
+)
+from data_tools.filters.thresholds import (
+    DEFAULT_THRESHOLDS_FILE,
+    Thresholds,
+    ThresholdTable,
+    load_thresholds,
+)
 from data_tools.filters.words import special_character_ratio, split_words
 
 CLEAN_EN = (
@@ -75,6 +96,52 @@ def test_special_character_ratio_counts_everything_but_letters_and_marks():
     assert special_character_ratio("a 1😀") == 0.75
     assert special_character_ratio("हिन्दी") == 0.0
     assert special_character_ratio("") == 0.0
+
+
+
+def _normalize_rule_by_rule(text: str) -> str:
+    """The normalization rules of `filters.normalize`'s docstring, one regex pass each."""
+    text = re.sub("[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u00ad\u200b\u2060\ufeff]+", "",
+                  re.sub("\r\n?|[\x0b\x0c\x85\u2028\u2029]", "\n", text))
+    text = unicodedata.normalize("NFC", text)
+    text = re.sub(" ?\n ?", "\n", re.sub(r"[^\S\n]+", " ", text))
+    return re.sub("\n{3,}", "\n\n", text).strip()
+
+
+@functools.cache
+def _special_code_points() -> list[bool]:
+    return [unicodedata.category(char)[0] not in "LM" for char in map(chr, range(sys.maxunicode + 1))]
+
+
+def _words_piece_by_piece(text: str) -> list[str]:
+    """ROOTS' words: whitespace pieces (CJK characters alone), lowercased, letters and marks kept at both ends."""
+    special = _special_code_points()
+    words = []
+    for piece in re.findall(r"[\u3040-\u30ff\u4e00-\u9fff]|[^\s\u3040-\u30ff\u4e00-\u9fff]+", text.lower()):
+        kept = [i for i, char in enumerate(piece) if not special[ord(char)]]
+        if kept:
+            words.append(piece[kept[0]:kept[-1] + 1])
+    return words
+
+
+def test_normalization_skipping_absent_rules_equals_every_rule_applied():
+    """normalize_text runs a rule only where it would change something; that must never change the result."""
+    alphabet = ([chr(code) for code in range(0x3001) if chr(code).isspace() or unicodedata.category(chr(code))[0]
+                 in "CZ"] + list("ab\u0301e\u00e9\u2000\u2001\ufeff\u200b\u00ad\r\n  \n\n"))
+    rng = random.Random(0)
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        assert normalize_text(text) == _normalize_rule_by_rule(text), repr(text)
+
+
+def test_words_and_special_characters_equal_a_character_by_character_reading():
+    rng = random.Random(1)
+    alphabet = list("aZé\u0301ß ,.!-'\"«»()\t\n0123€😀_\u00a0\u2003ΣςİIК\u0915\u093f語か・")
+    for _ in range(5_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        assert split_words(text) == _words_piece_by_piece(text), repr(text)
+        specials = sum(unicodedata.category(char)[0] not in "LM" for char in text)
+        assert special_character_ratio(text) == (specials / len(text) if text else 0.0)
 
 
 # --- ROOTS measures --------------------------------------------------------------------------
@@ -285,3 +352,21 @@ def test_user_steps_compose_with_the_built_in_ones(roots):
     assert kept.events == {"signature:added": 1, "pii:email": 1}
     french, reason = apply_steps(doc(CLEAN_FR, lang=None), steps)
     assert reason is None and french.lang == "fr"
+
+
+def test_pii_hints_never_hide_a_match():
+    """A kind's pattern is skipped when its hint is absent: on text made of PII's own characters, results agree."""
+    rng = random.Random(2)
+    pieces = ["1", "2", "55", "555", "1234", "0", "01", ".", "-", " ", ":", "::", "+", "(", ")", "a", "f", "@",
+              "x.org", "v", "version ", "\n"]
+    redacted = Counter()
+    for _ in range(20_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 25)))
+        expected = text
+        for kind in pii._KINDS:
+            expected = kind.pattern.sub(lambda m, kind=kind: m.group() if kind.valid and not kind.valid(m)
+                                        else kind.token, expected)
+        result, counts = redact_pii(text)
+        assert result == expected, repr(text)
+        redacted.update(counts)
+    assert min(redacted.values()) > 20 and len(redacted) == 3, redacted  # every kind was exercised
