@@ -1,6 +1,8 @@
 """Common Crawl readers: WARC `response` records (HTML → main text) and WET `conversion` records.
 
-WARC goes through warcio. WET is split on its `WARC/1.x` version lines instead of trusting
+WARC records are framed by FastWARC (C++: decompression and WARC headers of every record, 3× warcio);
+a response's HTTP headers and transfer/content encodings are read with warcio's parser and decoders,
+as warcio's own `content_stream()` does. WET is split on its `WARC/1.x` version lines instead of trusting
 Content-Length, as cc_net does: WET text is plain UTF-8 and some real files (e.g. cc_net's
 sample) carry lengths that do not match their bodies.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import io
 import itertools
 import time
 import zlib
@@ -18,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from warcio.archiveiterator import ArchiveIterator
-from warcio.recordloader import ArcWarcRecord
+from fastwarc.warc import ArchiveIterator, WarcRecord
+from warcio.bufferedreaders import BufferedReader, ChunkedDataReader
+from warcio.statusandheaders import StatusAndHeaders, StatusAndHeadersParser
 
 from data_tools.sources.base import Document, hashed_id
 from data_tools.sources.html_extract import HtmlToText, Progress, Sandbox, html_to_text
@@ -28,24 +32,10 @@ SOURCE = "commoncrawl"
 MAX_HTML_BYTES = 5 * 1024 * 1024
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 _VERSION_LINES = (b"WARC/1.0", b"WARC/1.1")
+_HTTP_PARSER = StatusAndHeadersParser(["HTTP/1.0", "HTTP/1.1"], verify=False)
+_HTTP_HEADER_BYTES = 64 * 1024  # room for a response's HTTP headers beyond the largest page read
 # What a damaged gzip stream raises mid-file; after one of these the rest of the file is unreadable.
 _GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
-
-
-class _ArchiveIterator(ArchiveIterator):
-    """warcio's iterator, also noting whether the input ended inside a gzip member.
-
-    warcio stops silently at the end of a truncated .warc.gz; an unfinished last member
-    (zlib's `eof` still False when warcio closes its decompressor) is how truncation shows.
-    """
-
-    ended_mid_member = False
-
-    def close(self) -> None:
-        """Record the decompressor's state, then close as warcio does."""
-        decompressor = self.reader.decompressor if self.reader else None
-        self.ended_mid_member = decompressor is not None and not decompressor.eof
-        super().close()
 
 
 def read_warc(path: Path, skipped: Counter, max_html_bytes: int = MAX_HTML_BYTES, timeout: float = 5.0,
@@ -114,22 +104,26 @@ def _documents(path: Path, skipped: Counter, max_html_bytes: int, main_content: 
     marked in `progress`."""
     pass_first = stalled.first
     with open(path, "rb") as stream:
-        records = _ArchiveIterator(stream)
+        records = iter(ArchiveIterator(stream, parse_http=False))
+        most = max_html_bytes + _HTTP_HEADER_BYTES  # a longer block is no page to extract: never held whole
+        last_complete = True
         for index in itertools.count():
             try:
                 record = next(records)
+                block = record.reader.read(most)
             except StopIteration:
-                if records.ended_mid_member:
+                if not last_complete:  # the input ended inside the last record
                     skipped["truncated_archive"] += 1
                 return
             except Exception:  # noqa: BLE001
-                # warcio reports damage with many types (ArchiveLoadFailed, EOFError, zlib.error, and
-                # AttributeError/ValueError on missing or bad headers); nothing after it is readable.
+                # FastWARC reports a damaged stream (bad gzip, a broken WARC header) with OSError and others;
+                # nothing after it is readable.
                 skipped["malformed_archive"] += 1
                 return
+            last_complete = len(block) >= min(most, record.content_length)
             if index < start:
                 continue
-            page = _html_page(record, skipped, max_html_bytes)
+            page = _html_page(record, block, len(block) == most, skipped, max_html_bytes)
             if page is None:
                 continue
             if index in stalled.pages or pass_first:
@@ -144,19 +138,34 @@ def _documents(path: Path, skipped: Counter, max_html_bytes: int, main_content: 
             if not text:
                 skipped["empty_text"] += 1
                 continue
-            url = record.rec_headers.get_header("WARC-Target-URI")
-            record_id = record.rec_headers.get_header("WARC-Record-ID") or ""
+            url = _target_uri(record)
+            record_id = record.headers.get("WARC-Record-ID") or ""
             yield index, Document(hashed_id(SOURCE, record_id, url or ""), text, SOURCE, url)
 
 
-def _html_page(record: ArcWarcRecord, skipped: Counter, max_html_bytes: int) -> tuple[bytes, str | None] | None:
-    """(HTML, charset) of one WARC record, or None after counting why it has no page to extract."""
-    if record.rec_type != "response":
-        skipped[f"not_response:{record.rec_type}"] += 1
+def _target_uri(record: WarcRecord) -> str | None:
+    """The record's WARC-Target-URI, without the angle brackets some writers put around it."""
+    uri = record.headers.get("WARC-Target-URI")
+    return uri[1:-1] if uri and uri.startswith("<") and uri.endswith(">") else uri
+
+
+def _html_page(record: WarcRecord, block: bytes, cut: bool, skipped: Counter,
+               max_html_bytes: int) -> tuple[bytes, str | None] | None:
+    """(HTML, charset) of one WARC record whose block starts with `block` (all of it unless `cut`), or None after
+    counting why it has no page."""
+    record_type = record.headers.get("WARC-Type")
+    if record_type != "response":
+        skipped[f"not_response:{record_type}"] += 1
         return None
-    http = record.http_headers
-    if http is None:
+    uri = _target_uri(record) or ""
+    if not block or not uri.startswith(("http:", "https:")):
         skipped["no_http_headers"] += 1
+        return None
+    body = io.BytesIO(block)
+    try:
+        http = _HTTP_PARSER.parse(body)
+    except Exception:  # noqa: BLE001 - warcio's parser raises several types on a broken status line
+        skipped["malformed_http_headers"] += 1
         return None
     status = http.get_statuscode()
     if status != "200":
@@ -166,21 +175,31 @@ def _html_page(record: ArcWarcRecord, skipped: Counter, max_html_bytes: int) -> 
     if not content_type.startswith(_HTML_TYPES):
         skipped["not_html"] += 1
         return None
-    if record.rec_headers.get_header("WARC-Truncated"):
+    if record.headers.get("WARC-Truncated"):
         skipped["truncated"] += 1
         return None
     try:
-        payload = record.content_stream().read(max_html_bytes + 1)
+        payload = _decoded(http, body).read(max_html_bytes + 1)
     except (OSError, zlib.error, ValueError):
         skipped["malformed_payload"] += 1
         return None
-    if len(payload) > max_html_bytes:
+    if len(payload) > max_html_bytes or cut:
         skipped["too_large"] += 1
         return None
-    if getattr(record.raw_stream, "limit", 0) > 0:  # the block ended before its Content-Length
+    if len(block) < record.content_length:  # the block ended before its Content-Length
         skipped["truncated_record"] += 1
         return None
     return payload, _charset(content_type)
+
+
+def _decoded(http: StatusAndHeaders, body: BinaryIO) -> BinaryIO:
+    """The payload after `http` with its transfer and content encodings undone, as warcio's content_stream()."""
+    encoding = (http.get_header("Content-Encoding") or "").lower() or None
+    if encoding not in BufferedReader.get_supported_decompressors():
+        encoding = None
+    if http.get_header("Transfer-Encoding") == "chunked":
+        return ChunkedDataReader(body, decomp_type=encoding)
+    return BufferedReader(body, decomp_type=encoding) if encoding else body
 
 
 def _charset(content_type: str) -> str | None:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import time
 from collections import Counter
+
+from warcio.archiveiterator import ArchiveIterator
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
 
 from data_tools.demo_corpus import MODULES
 from data_tools.sources.html_extract import html_to_text
@@ -153,3 +158,52 @@ def test_a_page_that_hangs_or_crashes_the_extractor_is_counted_and_the_rest_goes
     assert [d.text.split("\n")[0] for d in reference if d.text.split("\n")[0] in lost] == [MODULES[3], MODULES[7]]
     assert documents == [d for d in reference if d.text.split("\n")[0] not in lost]
     assert skipped == reference_skips + Counter({"extract_timeout": 2})
+
+
+def _warc_with_encoded_pages(path) -> None:
+    """A WARC whose pages arrive gzip content-encoded, chunked, both, or plain, as wget stores them."""
+    page = b"<html><body><h1>Encoded</h1><p>" + b"A sentence about encodings and crawlers. " * 40 + b"</p></body></html>"
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (page[:100], page[100:])) + b"0\r\n\r\n"
+    bodies = {
+        "plain": ([], page),
+        "gzip": ([("Content-Encoding", "gzip")], gzip.compress(page)),
+        "chunked": ([("Transfer-Encoding", "chunked")], chunked),
+        "chunked-gzip": ([("Transfer-Encoding", "chunked"), ("Content-Encoding", "gzip")],
+                         b"%x\r\n%s\r\n0\r\n\r\n" % (len(gzip.compress(page)), gzip.compress(page))),
+    }
+    with open(path, "wb") as out:
+        writer = WARCWriter(out, gzip=True)
+        for name, (headers, body) in bodies.items():
+            http = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8"), *headers],
+                                    protocol="HTTP/1.1")
+            writer.write_record(writer.create_warc_record(f"https://example.org/{name}", "response",
+                                                          payload=io.BytesIO(body), http_headers=http))
+
+
+def _pages_by_warcio(path) -> list[tuple[str, bytes]]:
+    """(url, decoded payload) of every 200 HTML response, read by warcio (the reference)."""
+    pages = []
+    with open(path, "rb") as stream:
+        for record in ArchiveIterator(stream):
+            http = record.http_headers
+            if record.rec_type == "response" and http and http.get_statuscode() == "200" and \
+                    (http.get_header("Content-Type") or "").lower().startswith("text/html"):
+                pages.append((record.rec_headers.get_header("WARC-Target-URI"), record.content_stream().read()))
+    return pages
+
+
+def test_pages_reach_the_extractor_exactly_as_warcio_decodes_them(fixture_path, demo_corpus, tmp_path):
+    encoded = tmp_path / "encoded.warc.gz"
+    _warc_with_encoded_pages(encoded)
+    paths = [fixture_path("dolma_sample-0000.warc.gz"), fixture_path("cc-main-2024-22_whirlwind.warc.gz"),
+             demo_corpus["commoncrawl"], encoded]
+    for path in paths:
+        seen: list[bytes] = []
+
+        def capture(html: bytes, charset: str | None, main_content: bool) -> str:
+            seen.append(html)
+            return "text"
+
+        urls = [d.url for d in read_warc(path, Counter(), timeout=0, to_text=capture)]
+        assert list(zip(urls, seen)) == _pages_by_warcio(path), path.name
+    assert len(set(seen)) == 1 and b"<h1>Encoded</h1>" in seen[0]  # every encoding undone
