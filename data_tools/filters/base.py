@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from data_tools.filters.words import split_words
+from data_tools.filters.words import WordHashes, hash_words, split_words
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,11 @@ class CleanDocument:
         """The text's words, lowercased and stripped (see `words.split_words`); computed once per text."""
         return split_words(self.text)
 
+    @functools.cached_property
+    def word_hashes(self) -> WordHashes:
+        """The same words as hashes (see `words.hash_words`), what the ROOTS filters measure; once per text."""
+        return hash_words(self.text)
+
     def changed(self, *, text: str | None = None, lang: str | None = None, lang_score: float | None = None,
                 events: Mapping[str, int] | None = None) -> CleanDocument:
         """A copy with the given fields replaced and `events` added to the document's event counts."""
@@ -42,8 +47,10 @@ class CleanDocument:
             if value is not None:
                 updates[name] = value
         copy = replace(self, **updates)
-        if text is None and "words" in self.__dict__:
-            copy.__dict__["words"] = self.words  # same text, same words: keep the cached split
+        if text is None:  # same text, same words: keep what was computed from it
+            for cached in ("words", "word_hashes"):
+                if cached in self.__dict__:
+                    copy.__dict__[cached] = self.__dict__[cached]
         return copy
 
 

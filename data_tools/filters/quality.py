@@ -1,6 +1,7 @@
 """The ROOTS quality filters, each a measure compared with the document language's threshold.
 
-Measures follow BigScience's data-preparation `filtering.py`, on the words of `words.split_words`:
+Measures follow BigScience's data-preparation `filtering.py`, on the words of `words.split_words`
+(as `words.hash_words` gives them, one number per word):
   min_words           number of words
   char_repetition     share of all character n-grams taken by the floor(sqrt(#distinct)) most frequent
                       ones (only n-grams seen more than once count): boilerplate and spam score high
@@ -15,6 +16,7 @@ without a list.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,9 +25,14 @@ import numpy as np
 
 from data_tools.filters.base import CleanDocument, Step
 from data_tools.filters.lexicons import flagged_words, stopwords
-from data_tools.filters.ngrams import char_ids, ngram_counts, word_ids
+from data_tools.filters.ngrams import char_ids, ngram_counts
 from data_tools.filters.thresholds import Thresholds, ThresholdTable
-from data_tools.filters.words import special_character_ratio
+from data_tools.filters.words import (
+    WordHashes,
+    joined_hashes,
+    special_character_ratio,
+    string_hash,
+)
 
 # Languages whose word lists hold two-word entries; their adjacent words are also looked up, joined so.
 PAIR_JOINERS = {"zh": "", "vi": " "}
@@ -40,29 +47,44 @@ def char_repetition_ratio(text: str, n: int) -> float:
     return float(np.sort(counts)[::-1][:top].sum() / counts.sum())
 
 
-def word_repetition_ratio(words: list[str], n: int) -> float:
+def word_repetition_ratio(words: WordHashes, n: int) -> float:
     """ROOTS' word-repetition ratio: the share of word `n`-grams that occur more than once."""
-    counts = ngram_counts(word_ids(words), n)
+    counts = ngram_counts(words.hashes, n)
     if counts.size == 0:
         return 0.0
     return float(counts[counts > 1].sum() / counts.sum())
 
 
-def lexicon_ratio(words: list[str], lexicon: frozenset[str], joiner: str | None = None) -> float:
+def lexicon_ratio(words: WordHashes, lexicon: frozenset[str], joiner: str | None = None) -> float:
     """Words (and, with a `joiner`, adjacent word pairs) found in `lexicon`, per word, at most 1."""
-    if not words:
+    if not len(words.hashes):
         return 0.0
-    hits = sum(map(lexicon.__contains__, words))
+    known = _lexicon_hashes(lexicon)
+    hits = _count_known(words.hashes, known)
     if joiner is not None:
-        hits += sum(map(lexicon.__contains__, map(joiner.join, zip(words, words[1:]))))
-    return min(1.0, hits / len(words))
+        hits += _count_known(joined_hashes(words, joiner), known)
+    return min(1.0, hits / len(words.hashes))
+
+
+@functools.cache
+def _lexicon_hashes(lexicon: frozenset[str]) -> np.ndarray:
+    """The sorted hashes of a lexicon's entries (computed once per lexicon)."""
+    return np.array(sorted({string_hash(entry) for entry in lexicon}), dtype=np.uint64)
+
+
+def _count_known(hashes: np.ndarray, known: np.ndarray) -> int:
+    """How many of `hashes` are in the sorted array `known`."""
+    if not len(known):
+        return 0
+    found = known[np.minimum(np.searchsorted(known, hashes), len(known) - 1)]
+    return int(np.count_nonzero(found == hashes))
 
 
 Measure = Callable[[CleanDocument, Thresholds], float | None]  # None: no word list for this language
 
 
 def _word_count(doc: CleanDocument, limits: Thresholds) -> float:
-    return len(doc.words)
+    return len(doc.word_hashes.hashes)
 
 
 def _char_repetition(doc: CleanDocument, limits: Thresholds) -> float:
@@ -70,7 +92,7 @@ def _char_repetition(doc: CleanDocument, limits: Thresholds) -> float:
 
 
 def _word_repetition(doc: CleanDocument, limits: Thresholds) -> float:
-    return word_repetition_ratio(doc.words, limits.word_repetition_n)
+    return word_repetition_ratio(doc.word_hashes, limits.word_repetition_n)
 
 
 def _special_characters(doc: CleanDocument, limits: Thresholds) -> float:
@@ -79,12 +101,12 @@ def _special_characters(doc: CleanDocument, limits: Thresholds) -> float:
 
 def _stopwords(doc: CleanDocument, limits: Thresholds) -> float | None:
     lexicon = stopwords(doc.lang)
-    return None if lexicon is None else lexicon_ratio(doc.words, lexicon, PAIR_JOINERS.get(doc.lang or ""))
+    return None if lexicon is None else lexicon_ratio(doc.word_hashes, lexicon, PAIR_JOINERS.get(doc.lang or ""))
 
 
 def _flagged_words(doc: CleanDocument, limits: Thresholds) -> float | None:
     lexicon = flagged_words(doc.lang)
-    return None if lexicon is None else lexicon_ratio(doc.words, lexicon, PAIR_JOINERS.get(doc.lang or ""))
+    return None if lexicon is None else lexicon_ratio(doc.word_hashes, lexicon, PAIR_JOINERS.get(doc.lang or ""))
 
 
 def _lang_id_score(doc: CleanDocument, limits: Thresholds) -> float:

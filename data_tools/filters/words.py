@@ -18,12 +18,14 @@ import functools
 import re
 import sys
 import unicodedata
+from typing import NamedTuple
 
 import numpy as np
 
 from data_tools.filters.ngrams import char_ids
 
-_UNSPACED = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
+_UNSPACED_RANGES = ((0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x3134F))
+_UNSPACED = "".join(f"{chr(first)}-{chr(last)}" for first, last in _UNSPACED_RANGES)
 _HAS_UNSPACED = re.compile(f"[{_UNSPACED}]")
 _PIECE = re.compile(f"[{_UNSPACED}]|[^\\s{_UNSPACED}]+")
 _ASCII_SPECIAL = "".join(chr(code) for code in range(128) if not chr(code).isalpha())
@@ -41,10 +43,97 @@ class _SpecialTable(dict):
 SPECIAL = _SpecialTable()
 
 
+# Planes 4-13 are unassigned and planes 15-16 private use: special, without asking unicodedata a million times.
+_PLANES_WITH_LETTERS = (range(0x00000, 0x40000), range(0xE0000, 0xF0000))
+
+
 @functools.cache
 def _special_code_points() -> np.ndarray:
     """For every code point, whether it is special (built once per process, in about 0.1 s)."""
-    return np.array([unicodedata.category(chr(code))[0] not in "LM" for code in range(sys.maxunicode + 1)])
+    table = np.ones(sys.maxunicode + 1, dtype=bool)
+    for plane in _PLANES_WITH_LETTERS:
+        table[plane.start:plane.stop] = [unicodedata.category(chr(code))[0] not in "LM" for code in plane]
+    return table
+
+
+@functools.cache
+def _space_and_unspaced_code_points() -> tuple[np.ndarray, np.ndarray]:
+    """For every code point, whether it is whitespace (str.isspace) and whether it is of an unspaced script."""
+    space = np.zeros(sys.maxunicode + 1, dtype=bool)
+    space[[code for code in range(0x3001) if chr(code).isspace()]] = True  # U+3000 is the last space
+    unspaced = np.zeros(sys.maxunicode + 1, dtype=bool)
+    for first, last in _UNSPACED_RANGES:
+        unspaced[first:last + 1] = True
+    return space, unspaced
+
+
+class WordHashes(NamedTuple):
+    """A text's words (as `split_words` gives them) as numbers: a hash per word, equal words getting equal
+    hashes (64-bit polynomial, see `string_hash`), and each word's length in characters."""
+
+    hashes: np.ndarray  # uint64
+    lengths: np.ndarray  # int64
+
+
+_HASH_BASE = 0x100000001B3  # odd, so it has an inverse modulo 2**64
+_HASH_INVERSE = pow(_HASH_BASE, -1, 2**64)
+_powers_of: dict[int, np.ndarray] = {}
+
+
+def _powers(base: int, count: int) -> np.ndarray:
+    """base**0 … base**(count - 1) modulo 2**64 (cached, grown by doubling)."""
+    table = _powers_of.get(base)
+    if table is None or len(table) < count:
+        size = max(count, 2 * len(table) if table is not None else 1 << 16)
+        table = np.full(size, base, dtype=np.uint64)
+        table[0] = 1
+        table = np.cumprod(table, dtype=np.uint64)  # unsigned arithmetic wraps modulo 2**64
+        _powers_of[base] = table
+    return table[:count]
+
+
+def string_hash(word: str) -> int:
+    """The hash `hash_words` gives `word`: sum of (code point + 1) * base**position, modulo 2**64."""
+    value, power = 0, 1
+    for char in word:
+        value = (value + (ord(char) + 1) * power) % 2**64
+        power = power * _HASH_BASE % 2**64
+    return value
+
+
+def hash_words(text: str) -> WordHashes:
+    """`split_words(text)` as hashes, computed on the code points with no Python object per word.
+
+    A piece starts after whitespace and at each unspaced-script character and the one after it; its word runs
+    from its first to its last letter or mark, so stripping the special characters at both ends comes for free.
+    """
+    code_points = char_ids(text.lower())
+    letters = np.flatnonzero(~_special_code_points()[code_points])
+    if letters.size == 0:
+        return WordHashes(np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int64))
+    space, unspaced = (table[code_points] for table in _space_and_unspaced_code_points())
+    piece_starts = np.empty(len(code_points), dtype=bool)
+    piece_starts[0] = True
+    piece_starts[1:] = space[:-1] | unspaced[1:] | unspaced[:-1]
+    owner = np.cumsum(piece_starts & ~space)[letters]  # the piece each letter belongs to
+    first = np.empty(len(letters), dtype=bool)
+    first[0] = True
+    np.not_equal(owner[1:], owner[:-1], out=first[1:])
+    last = np.empty_like(first)
+    last[-1] = True
+    last[:-1] = first[1:]
+    starts, ends = letters[first], letters[last] + 1
+    prefix = np.zeros(len(code_points) + 1, dtype=np.uint64)
+    np.cumsum((code_points + np.uint64(1)) * _powers(_HASH_BASE, len(code_points)), out=prefix[1:])
+    hashes = (prefix[ends] - prefix[starts]) * _powers(_HASH_INVERSE, len(code_points))[starts]
+    return WordHashes(hashes, (ends - starts).astype(np.int64))
+
+
+def joined_hashes(words: WordHashes, joiner: str) -> np.ndarray:
+    """The hash of each adjacent pair of words written together with `joiner` between them."""
+    before, after, length = words.hashes[:-1], words.hashes[1:], words.lengths[:-1]
+    powers = _powers(_HASH_BASE, int(length.max(initial=0)) + len(joiner) + 1)
+    return before + powers[length] * np.uint64(string_hash(joiner)) + powers[length + len(joiner)] * after
 
 
 def split_words(text: str) -> list[str]:

@@ -38,7 +38,13 @@ from data_tools.filters.thresholds import (
     ThresholdTable,
     load_thresholds,
 )
-from data_tools.filters.words import special_character_ratio, split_words
+from data_tools.filters.words import (
+    hash_words,
+    joined_hashes,
+    special_character_ratio,
+    split_words,
+    string_hash,
+)
 
 CLEAN_EN = (
     "The old harbour town grew up around a small fishing port at the mouth of the river. For most of its "
@@ -134,12 +140,26 @@ def test_normalization_skipping_absent_rules_equals_every_rule_applied():
         assert normalize_text(text) == _normalize_rule_by_rule(text), repr(text)
 
 
+def test_long_documents_hash_their_words_like_short_ones():
+    text = "alpha beta, gamma! " * 20_000  # beyond the first table of powers
+    hashed = hash_words(text)
+    assert len(hashed.hashes) == 60_000 and len(set(hashed.hashes.tolist())) == 3
+    assert hashed.hashes[-1] == string_hash("gamma")
+
+
 def test_words_and_special_characters_equal_a_character_by_character_reading():
     rng = random.Random(1)
     alphabet = list("aZé\u0301ß ,.!-'\"«»()\t\n0123€😀_\u00a0\u2003ΣςİIК\u0915\u093f語か・")
     for _ in range(5_000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
-        assert split_words(text) == _words_piece_by_piece(text), repr(text)
+        words = split_words(text)
+        assert words == _words_piece_by_piece(text), repr(text)
+        hashed = hash_words(text)  # what the filters measure: the same words, one number each
+        assert hashed.hashes.tolist() == [string_hash(word) for word in words], repr(text)
+        assert hashed.lengths.tolist() == [len(word) for word in words]
+        for joiner in ("", " "):
+            assert joined_hashes(hashed, joiner).tolist() == [string_hash(a + joiner + b)
+                                                              for a, b in zip(words, words[1:])]
         specials = sum(unicodedata.category(char)[0] not in "LM" for char in text)
         assert special_character_ratio(text) == (specials / len(text) if text else 0.0)
 
@@ -151,10 +171,12 @@ def test_repetition_measures_match_hand_computed_values():
     assert char_repetition_ratio("abcabc", 3) == pytest.approx(2 / 4)  # abc ×2 of 4 3-grams; top sqrt(3)→1
     assert char_repetition_ratio("abcdefghijklmnop", 10) == 0.0  # nothing repeats
     assert char_repetition_ratio("short", 10) == 0.0
-    assert word_repetition_ratio("a b c d e a b c d e".split(), 5) == pytest.approx(2 / 6)
-    assert word_repetition_ratio("one two three".split(), 5) == 0.0
-    assert lexicon_ratio(["the", "cat", "the", "mat"], frozenset({"the"})) == 0.5
-    assert lexicon_ratio(["我", "们", "好"], frozenset({"我们"}), joiner="") == pytest.approx(1 / 3)
+    assert word_repetition_ratio(hash_words("a b c d e a b c d e"), 5) == pytest.approx(2 / 6)
+    assert word_repetition_ratio(hash_words("one two three"), 5) == 0.0
+    assert lexicon_ratio(hash_words("The cat, the mat."), frozenset({"the"})) == 0.5
+    assert lexicon_ratio(hash_words("我们好"), frozenset({"我们"}), joiner="") == pytest.approx(1 / 3)
+    assert lexicon_ratio(hash_words("xin chào bạn"), frozenset({"xin chào"}), joiner=" ") == pytest.approx(1 / 3)
+    assert lexicon_ratio(hash_words("?!"), frozenset({"the"})) == 0.0
 
 
 def test_a_clean_english_paragraph_passes_every_roots_filter(roots):
