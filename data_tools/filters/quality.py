@@ -20,6 +20,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -66,18 +67,32 @@ def lexicon_ratio(words: WordHashes, lexicon: frozenset[str], joiner: str | None
     return min(1.0, hits / len(words.hashes))
 
 
+class _Lexicon(NamedTuple):
+    """A lexicon as hashes: sorted, plus a bitmap of their low 16 bits that rules out most words in one lookup."""
+
+    hashes: np.ndarray
+    low_bits: np.ndarray
+
+
+_LOW_BITS = np.uint64(0xFFFF)
+
+
 @functools.cache
-def _lexicon_hashes(lexicon: frozenset[str]) -> np.ndarray:
-    """The sorted hashes of a lexicon's entries (computed once per lexicon)."""
-    return np.array(sorted({string_hash(entry) for entry in lexicon}), dtype=np.uint64)
+def _lexicon_hashes(lexicon: frozenset[str]) -> _Lexicon:
+    """A lexicon's entries as hashes (computed once per lexicon)."""
+    hashes = np.array(sorted({string_hash(entry) for entry in lexicon}), dtype=np.uint64)
+    low_bits = np.zeros(int(_LOW_BITS) + 1, dtype=bool)
+    low_bits[hashes & _LOW_BITS] = True
+    return _Lexicon(hashes, low_bits)
 
 
-def _count_known(hashes: np.ndarray, known: np.ndarray) -> int:
-    """How many of `hashes` are in the sorted array `known`."""
-    if not len(known):
+def _count_known(hashes: np.ndarray, known: _Lexicon) -> int:
+    """How many of `hashes` are in the lexicon `known`."""
+    candidates = hashes[known.low_bits[hashes & _LOW_BITS]]
+    if not len(candidates):
         return 0
-    found = known[np.minimum(np.searchsorted(known, hashes), len(known) - 1)]
-    return int(np.count_nonzero(found == hashes))
+    found = known.hashes[np.minimum(np.searchsorted(known.hashes, candidates), len(known.hashes) - 1)]
+    return int(np.count_nonzero(found == candidates))
 
 
 Measure = Callable[[CleanDocument, Thresholds], float | None]  # None: no word list for this language

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from data_tools.filters.ngrams import char_ids
+from data_tools.filters.ngrams import HASH_BASE, HASH_INVERSE, char_ids, powers, prefix_hashes
 
 _UNSPACED_RANGES = ((0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x3134F))
 _UNSPACED = "".join(f"{chr(first)}-{chr(last)}" for first, last in _UNSPACED_RANGES)
@@ -75,29 +75,12 @@ class WordHashes(NamedTuple):
     lengths: np.ndarray  # int64
 
 
-_HASH_BASE = 0x100000001B3  # odd, so it has an inverse modulo 2**64
-_HASH_INVERSE = pow(_HASH_BASE, -1, 2**64)
-_powers_of: dict[int, np.ndarray] = {}
-
-
-def _powers(base: int, count: int) -> np.ndarray:
-    """base**0 … base**(count - 1) modulo 2**64 (cached, grown by doubling)."""
-    table = _powers_of.get(base)
-    if table is None or len(table) < count:
-        size = max(count, 2 * len(table) if table is not None else 1 << 16)
-        table = np.full(size, base, dtype=np.uint64)
-        table[0] = 1
-        table = np.cumprod(table, dtype=np.uint64)  # unsigned arithmetic wraps modulo 2**64
-        _powers_of[base] = table
-    return table[:count]
-
-
 def string_hash(word: str) -> int:
-    """The hash `hash_words` gives `word`: sum of (code point + 1) * base**position, modulo 2**64."""
+    """The hash `hash_words` gives `word`: sum of (code point + 1) * HASH_BASE**position, modulo 2**64."""
     value, power = 0, 1
     for char in word:
         value = (value + (ord(char) + 1) * power) % 2**64
-        power = power * _HASH_BASE % 2**64
+        power = power * HASH_BASE % 2**64
     return value
 
 
@@ -123,17 +106,16 @@ def hash_words(text: str) -> WordHashes:
     last[-1] = True
     last[:-1] = first[1:]
     starts, ends = letters[first], letters[last] + 1
-    prefix = np.zeros(len(code_points) + 1, dtype=np.uint64)
-    np.cumsum((code_points + np.uint64(1)) * _powers(_HASH_BASE, len(code_points)), out=prefix[1:])
-    hashes = (prefix[ends] - prefix[starts]) * _powers(_HASH_INVERSE, len(code_points))[starts]
+    prefix = prefix_hashes(code_points)
+    hashes = (prefix[ends] - prefix[starts]) * powers(HASH_INVERSE, len(code_points))[starts]
     return WordHashes(hashes, (ends - starts).astype(np.int64))
 
 
 def joined_hashes(words: WordHashes, joiner: str) -> np.ndarray:
     """The hash of each adjacent pair of words written together with `joiner` between them."""
     before, after, length = words.hashes[:-1], words.hashes[1:], words.lengths[:-1]
-    powers = _powers(_HASH_BASE, int(length.max(initial=0)) + len(joiner) + 1)
-    return before + powers[length] * np.uint64(string_hash(joiner)) + powers[length + len(joiner)] * after
+    shifts = powers(HASH_BASE, int(length.max(initial=0)) + len(joiner) + 1)
+    return before + shifts[length] * np.uint64(string_hash(joiner)) + shifts[length + len(joiner)] * after
 
 
 def split_words(text: str) -> list[str]:

@@ -24,9 +24,11 @@ from data_tools.filters.gopher import (
     top_ngram_chars,
 )
 from data_tools.filters.langid import IdentifyLanguage, language_codes
+from data_tools.filters.lexicons import stopwords
 from data_tools.filters.normalize import normalize_text
 from data_tools.filters.pii import redact_pii
 from data_tools.filters.quality import (
+    PAIR_JOINERS,
     char_repetition_ratio,
     lexicon_ratio,
     roots_filters,
@@ -392,3 +394,18 @@ def test_pii_hints_never_hide_a_match():
         assert result == expected, repr(text)
         redacted.update(counts)
     assert min(redacted.values()) > 20 and len(redacted) == 3, redacted  # every kind was exercised
+
+
+@pytest.mark.parametrize("lang", ["en", "fr", "zh"])
+def test_lexicon_ratio_counts_what_a_set_of_the_words_counts(lang):
+    lexicon = stopwords(lang)
+    rng = random.Random(3)
+    vocabulary = sorted(lexicon) + ["harbour", "rivière", "港口", "x", "étoile", "42"]
+    text = " ".join(rng.choice(vocabulary) for _ in range(2_000))
+    words = split_words(text)
+    joiner = PAIR_JOINERS.get(lang)
+    expected = sum(word in lexicon for word in words)
+    if joiner is not None:
+        expected += sum(f"{a}{joiner}{b}" in lexicon for a, b in zip(words, words[1:]))
+    assert expected > 100
+    assert lexicon_ratio(hash_words(text), lexicon, joiner) == pytest.approx(min(1.0, expected / len(words)))
