@@ -3,6 +3,12 @@
 The identifier gives normalized probabilities (`norm_probs=True`), so a document's `lang_score` is
 comparable with the `lang_id_min` thresholds. Codes are ISO 639 (mostly 639-1, e.g. "en", "zh";
 "zxx" means no linguistic content). Newlines are read as spaces, as ROOTS did.
+
+py3langid walks its byte automaton in a Python loop, one byte at a time. Its automaton forgets all
+but the last `AUTOMATON_MEMORY` bytes (proven over every state by a test), so the state after each
+byte is the state reached from the start by reading only those bytes: `VectorizedIdentifier` reads
+every position at once with numpy and scores the feature counts exactly as py3langid does, so its
+answers are py3langid's, bit for bit, several times faster.
 """
 
 from __future__ import annotations
@@ -10,15 +16,69 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import numpy as np
 from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
 from data_tools.filters.base import CleanDocument
+
+AUTOMATON_MEMORY = 6  # bytes; the model's longest feature prefix (tests prove it for every state)
+
+
+class VectorizedIdentifier(LanguageIdentifier):
+    """py3langid's identifier with its per-byte automaton walk replaced by numpy gathers."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._next_state = np.frombuffer(self.tk_nextmove, dtype=np.uint32)
+        self._row_start = np.asarray(self.tk_row, dtype=np.int64) << 8
+        self._feature = np.asarray(self.tk_output, dtype=np.int64)
+        # py3langid's scores are float32 sums over float16 weights widened to float32; widening once saves it per call.
+        self._weights = np.asarray(self.nb_ptc, dtype=np.float32)
+        self._first_position = np.zeros(len(self._weights), dtype=np.int64)  # scratch, one slot per feature
+        self._rank = np.zeros(len(self._weights), dtype=np.int64)  # scratch, one slot per feature
+        # The state after any two bytes read from the start, so the walk begins two bytes in.
+        first = self._next_state[self._row_start[0] + np.arange(256)]
+        self._after_two = self._next_state[(self._row_start[first][:, None] + np.arange(256)).ravel()]
+
+    def set_languages(self, langs=None) -> None:
+        super().set_languages(langs)
+        self._weights = np.asarray(self.nb_ptc, dtype=np.float32)
+
+    def states(self, data: bytes) -> np.ndarray:
+        """The automaton's state after each byte of `data`, as py3langid's walk from the start reaches it."""
+        codes = np.frombuffer(data, dtype=np.uint8)
+        head = []
+        state = 0
+        for code in codes[: AUTOMATON_MEMORY - 1].tolist():
+            state = int(self._next_state[self._row_start[state] + code])
+            head.append(state)
+        if len(codes) < AUTOMATON_MEMORY:
+            return np.asarray(head, dtype=np.int64)
+        width = len(codes) - AUTOMATON_MEMORY + 1
+        wide = codes.astype(np.int64)
+        state = self._after_two[(wide[:width] << 8) | wide[1 : width + 1]]
+        for offset in range(2, AUTOMATON_MEMORY):
+            state = self._next_state[self._row_start[state] + wide[offset : offset + width]]
+        return np.concatenate([np.asarray(head, dtype=np.int64), state.astype(np.int64)])
+
+    def _raw_score(self, text: bytes) -> np.ndarray:
+        features = self._feature[self.states(text)]
+        features = features[features >= 0]
+        if not len(features):
+            return super()._raw_score(text)
+        # py3langid counts with a Counter, so its sum runs over features in order of first occurrence.
+        positions = np.arange(len(features))
+        self._first_position[features[::-1]] = positions[::-1]  # the last write, the first occurrence, stays
+        distinct = features[self._first_position[features] == positions]
+        self._rank[distinct] = np.arange(len(distinct))
+        counts = np.bincount(self._rank[features], minlength=len(distinct)).astype(np.float32)
+        return np.log1p(counts) @ self._weights[distinct] + self.nb_pc
 
 
 @functools.cache
 def language_identifier() -> LanguageIdentifier:
     """The process's identifier (the model loads in under a second, once)."""
-    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    return VectorizedIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 
 
 def language_codes() -> frozenset[str]:
@@ -29,9 +89,14 @@ def language_codes() -> frozenset[str]:
 SAMPLE_CHARACTERS = 5000  # identification cost grows with length; a few paragraphs decide it
 
 
+def identification_sample(text: str) -> str:
+    """What is identified of `text`: its first SAMPLE_CHARACTERS, newlines read as spaces."""
+    return text[:SAMPLE_CHARACTERS].replace("\n", " ")
+
+
 def identify(text: str) -> tuple[str, float]:
     """The most likely language of `text` (from its first SAMPLE_CHARACTERS) and its probability."""
-    lang, score = language_identifier().classify(text[:SAMPLE_CHARACTERS].replace("\n", " "))
+    lang, score = language_identifier().classify(identification_sample(text))
     return lang, float(score)
 
 
