@@ -9,15 +9,26 @@ but the last `AUTOMATON_MEMORY` bytes (proven over every state by a test), so th
 byte is the state reached from the start by reading only those bytes: `VectorizedIdentifier` reads
 every position at once with numpy and scores the feature counts exactly as py3langid does, so its
 answers are py3langid's, bit for bit, several times faster.
+
+py3langid's model ships LZMA-compressed and takes about 0.4 s to unpack in every process. The first process
+keeps the unpacked arrays in a cache directory (`$ROOTS_CACHE_DIR`, else `$XDG_CACHE_HOME/roots_scale`, else
+`~/.cache/roots_scale`), written whole or not at all; later processes map them from there in milliseconds,
+sharing one copy in memory.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
 
 import numpy as np
-from py3langid.langid import MODEL_FILE, LanguageIdentifier
+from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
+from py3langid.modelio import load_model
 
 from data_tools.filters.base import CleanDocument
 
@@ -29,7 +40,7 @@ class VectorizedIdentifier(LanguageIdentifier):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._next_state = np.frombuffer(self.tk_nextmove, dtype=np.uint32)
+        self._next_state = np.asarray(self.tk_nextmove, dtype=np.uint32)
         self._row_start = np.asarray(self.tk_row, dtype=np.int64) << 8
         self._feature = np.asarray(self.tk_output, dtype=np.int64)
         # py3langid's scores are float32 sums over float16 weights widened to float32; widening once saves it per call.
@@ -77,8 +88,54 @@ class VectorizedIdentifier(LanguageIdentifier):
 
 @functools.cache
 def language_identifier() -> LanguageIdentifier:
-    """The process's identifier (the model loads in under a second, once)."""
-    return VectorizedIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    """The process's identifier (from the unpacked model cache when there is one)."""
+    arrays = _cached_model()
+    if arrays is None:
+        arrays = _unpacked_model()
+        _cache_model(arrays)
+    return VectorizedIdentifier(arrays["weights"], arrays["priors"], arrays["classes"].tolist(), arrays["next_state"],
+                                arrays["output"], norm_probs=True, tk_row=arrays["rows"].tolist())
+
+
+_MODEL_ARRAYS = ("weights", "priors", "classes", "next_state", "rows", "output")
+
+
+def _unpacked_model() -> dict[str, np.ndarray]:
+    weights, priors, classes, next_state, rows, output = load_model(MODEL_DIR / MODEL_FILE)
+    return {"weights": np.asarray(weights, dtype=np.float32), "priors": np.asarray(priors),
+            "classes": np.array(classes), "next_state": np.frombuffer(next_state, dtype=np.uint32),
+            "rows": np.frombuffer(rows, dtype=np.uint16), "output": np.asarray(output, dtype=np.int64)}
+
+
+def _model_cache_dir() -> Path:
+    root = os.environ.get("ROOTS_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache",
+                                                     "roots_scale")
+    return Path(root) / f"py3langid-{version('py3langid')}-{(MODEL_DIR / MODEL_FILE).stat().st_size}"
+
+
+def _cached_model() -> dict[str, np.ndarray] | None:
+    try:
+        return {name: np.load(_model_cache_dir() / f"{name}.npy", mmap_mode="r") for name in _MODEL_ARRAYS}
+    except (OSError, ValueError):
+        return None
+
+
+def _cache_model(arrays: dict[str, np.ndarray]) -> None:
+    """Write the unpacked model under a temporary name and rename it into place: a cache is whole or absent.
+    A cache that cannot be written (read-only home, full disk) only costs the next process the unpacking."""
+    target = _model_cache_dir()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    except OSError:
+        return
+    try:
+        for name in _MODEL_ARRAYS:
+            np.save(staging / f"{name}.npy", arrays[name])
+        shutil.rmtree(target, ignore_errors=True)  # a damaged cache: processes that mapped it keep their copy
+        os.replace(staging, target)  # fails, harmlessly, if another process got there first
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def language_codes() -> frozenset[str]:

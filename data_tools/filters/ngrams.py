@@ -1,11 +1,15 @@
-"""N-gram counting in numpy: each n-gram becomes a 64-bit polynomial hash, so a 10 MB document
+"""N-gram hashing and counting: each n-gram becomes a 64-bit polynomial hash, so a 10 MB document
 costs a few arrays of integers instead of millions of Python strings. Collisions are possible in
 principle and negligible in practice (a fixed odd base, 2^64 values). Words are hashed the same way
-(`words.hash_words`), from the same prefix sums."""
+(`words.hash_words`), so word n-grams and lexicon lookups work on those hashes."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
+
+from data_tools.filters import kernels
 
 HASH_BASE = 0x100000001B3  # odd, so it has an inverse modulo 2**64
 HASH_INVERSE = pow(HASH_BASE, -1, 2**64)
@@ -24,14 +28,6 @@ def powers(base: int, count: int) -> np.ndarray:
     return table[:count]
 
 
-def prefix_hashes(ids: np.ndarray) -> np.ndarray:
-    """P[i] = sum of (ids[j] + 1) * HASH_BASE**j for j < i, so the hash of ids[a:b] is
-    (P[b] - P[a]) * HASH_INVERSE**a: any run's hash in three operations."""
-    prefix = np.zeros(len(ids) + 1, dtype=np.uint64)
-    np.cumsum((ids.astype(np.uint64) + np.uint64(1)) * powers(HASH_BASE, len(ids)), out=prefix[1:])
-    return prefix
-
-
 def char_ids(text: str) -> np.ndarray:
     """The code points of `text` as an array (one entry per character)."""
     return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
@@ -45,13 +41,20 @@ def word_ids(words: list[str]) -> np.ndarray:
 
 def ngram_hashes(ids: np.ndarray, n: int) -> np.ndarray:
     """One hash per window of `n` consecutive ids, in order (empty when there are fewer than `n`)."""
-    windows = len(ids) - n + 1
-    if windows <= 0:
-        return np.empty(0, dtype=np.uint64)
-    prefix = prefix_hashes(ids)
-    return (prefix[n:] - prefix[:windows]) * powers(HASH_INVERSE, windows)
+    return kernels.ngram_hashes(ids, n, HASH_BASE, HASH_INVERSE)
 
 
-def ngram_counts(ids: np.ndarray, n: int) -> np.ndarray:
-    """How often each distinct n-gram of `ids` occurs (one count per distinct n-gram)."""
-    return np.unique(ngram_hashes(ids, n), return_counts=True)[1]
+class Repetition(NamedTuple):
+    """How a sequence's n-grams repeat: how many there are, how many are distinct, and how often each one
+    that occurs more than once occurs."""
+
+    total: int
+    distinct: int
+    repeated_counts: np.ndarray
+
+
+def ngram_repetition(ids: np.ndarray, n: int) -> Repetition:
+    """The repetition of the `n`-grams of `ids`."""
+    hashes = ngram_hashes(ids, n)
+    distinct, repeated_counts = kernels.repeated_runs(np.sort(hashes))
+    return Repetition(len(hashes), distinct, repeated_counts)

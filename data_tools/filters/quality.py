@@ -26,7 +26,7 @@ import numpy as np
 
 from data_tools.filters.base import CleanDocument, Step
 from data_tools.filters.lexicons import flagged_words, stopwords
-from data_tools.filters.ngrams import char_ids, ngram_counts
+from data_tools.filters.ngrams import char_ids, ngram_repetition
 from data_tools.filters.thresholds import Thresholds, ThresholdTable
 from data_tools.filters.words import (
     WordHashes,
@@ -40,20 +40,21 @@ PAIR_JOINERS = {"zh": "", "vi": " "}
 
 
 def char_repetition_ratio(text: str, n: int) -> float:
-    """ROOTS' character-repetition ratio of `text` over character `n`-grams."""
-    counts = ngram_counts(char_ids(text), n)
-    if counts.size == 0:
+    """ROOTS' character-repetition ratio of `text` over character `n`-grams: the share of all n-grams taken
+    by the sqrt(distinct) most frequent ones, counting only n-grams that repeat."""
+    repetition = ngram_repetition(char_ids(text), n)
+    if not repetition.total:
         return 0.0
-    top = min(math.isqrt(counts.size), int((counts > 1).sum()))
-    return float(np.sort(counts)[::-1][:top].sum() / counts.sum())
+    top = min(math.isqrt(repetition.distinct), len(repetition.repeated_counts))
+    return float(np.sort(repetition.repeated_counts)[::-1][:top].sum() / repetition.total)
 
 
 def word_repetition_ratio(words: WordHashes, n: int) -> float:
     """ROOTS' word-repetition ratio: the share of word `n`-grams that occur more than once."""
-    counts = ngram_counts(words.hashes, n)
-    if counts.size == 0:
+    repetition = ngram_repetition(words.hashes, n)
+    if not repetition.total:
         return 0.0
-    return float(counts[counts > 1].sum() / counts.sum())
+    return float(repetition.repeated_counts.sum() / repetition.total)
 
 
 def lexicon_ratio(words: WordHashes, lexicon: frozenset[str], joiner: str | None = None) -> float:

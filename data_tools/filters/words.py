@@ -22,7 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from data_tools.filters.ngrams import HASH_BASE, HASH_INVERSE, char_ids, powers, prefix_hashes
+from data_tools.filters import kernels
+from data_tools.filters.ngrams import HASH_BASE, char_ids, powers
 
 _UNSPACED_RANGES = ((0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x3134F))
 _UNSPACED = "".join(f"{chr(first)}-{chr(last)}" for first, last in _UNSPACED_RANGES)
@@ -48,23 +49,16 @@ _PLANES_WITH_LETTERS = (range(0x00000, 0x40000), range(0xE0000, 0xF0000))
 
 
 @functools.cache
-def _special_code_points() -> np.ndarray:
-    """For every code point, whether it is special (built once per process, in about 0.1 s)."""
-    table = np.ones(sys.maxunicode + 1, dtype=bool)
+def character_classes() -> np.ndarray:
+    """For every code point, its class bits (`kernels.SPECIAL`, `SPACE`, `UNSPACED`), built once per process."""
+    classes = np.full(sys.maxunicode + 1, kernels.SPECIAL, dtype=np.uint8)
     for plane in _PLANES_WITH_LETTERS:
-        table[plane.start:plane.stop] = [unicodedata.category(chr(code))[0] not in "LM" for code in plane]
-    return table
-
-
-@functools.cache
-def _space_and_unspaced_code_points() -> tuple[np.ndarray, np.ndarray]:
-    """For every code point, whether it is whitespace (str.isspace) and whether it is of an unspaced script."""
-    space = np.zeros(sys.maxunicode + 1, dtype=bool)
-    space[[code for code in range(0x3001) if chr(code).isspace()]] = True  # U+3000 is the last space
-    unspaced = np.zeros(sys.maxunicode + 1, dtype=bool)
+        classes[plane.start:plane.stop] = [kernels.SPECIAL if unicodedata.category(chr(code))[0] not in "LM" else 0
+                                           for code in plane]
+    classes[[code for code in range(0x3001) if chr(code).isspace()]] |= kernels.SPACE  # U+3000 is the last space
     for first, last in _UNSPACED_RANGES:
-        unspaced[first:last + 1] = True
-    return space, unspaced
+        classes[first:last + 1] |= kernels.UNSPACED
+    return classes
 
 
 class WordHashes(NamedTuple):
@@ -85,30 +79,9 @@ def string_hash(word: str) -> int:
 
 
 def hash_words(text: str) -> WordHashes:
-    """`split_words(text)` as hashes, computed on the code points with no Python object per word.
-
-    A piece starts after whitespace and at each unspaced-script character and the one after it; its word runs
-    from its first to its last letter or mark, so stripping the special characters at both ends comes for free.
-    """
-    code_points = char_ids(text.lower())
-    letters = np.flatnonzero(~_special_code_points()[code_points])
-    if letters.size == 0:
-        return WordHashes(np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int64))
-    space, unspaced = (table[code_points] for table in _space_and_unspaced_code_points())
-    piece_starts = np.empty(len(code_points), dtype=bool)
-    piece_starts[0] = True
-    piece_starts[1:] = space[:-1] | unspaced[1:] | unspaced[:-1]
-    owner = np.cumsum(piece_starts & ~space)[letters]  # the piece each letter belongs to
-    first = np.empty(len(letters), dtype=bool)
-    first[0] = True
-    np.not_equal(owner[1:], owner[:-1], out=first[1:])
-    last = np.empty_like(first)
-    last[-1] = True
-    last[:-1] = first[1:]
-    starts, ends = letters[first], letters[last] + 1
-    prefix = prefix_hashes(code_points)
-    hashes = (prefix[ends] - prefix[starts]) * powers(HASH_INVERSE, len(code_points))[starts]
-    return WordHashes(hashes, (ends - starts).astype(np.int64))
+    """`split_words(text)` as hashes, computed in one compiled pass over the code points, no Python object
+    per word (stripping the special characters at both ends of a piece comes for free)."""
+    return WordHashes(*kernels.word_hashes(char_ids(text.lower()), character_classes(), HASH_BASE))
 
 
 def joined_hashes(words: WordHashes, joiner: str) -> np.ndarray:
@@ -142,4 +115,4 @@ def special_character_ratio(text: str) -> float:
     """The fraction of the characters of `text` that are special (0 for an empty text)."""
     if not text:
         return 0.0
-    return int(np.count_nonzero(_special_code_points()[char_ids(text)])) / len(text)
+    return int(np.count_nonzero(character_classes()[char_ids(text)] & kernels.SPECIAL)) / len(text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import random
 import re
 import sys
@@ -25,6 +26,7 @@ from data_tools.filters.gopher import (
 )
 from data_tools.filters.langid import IdentifyLanguage, language_codes
 from data_tools.filters.lexicons import stopwords
+from data_tools.filters.ngrams import char_ids, ngram_hashes
 from data_tools.filters.normalize import normalize_text
 from data_tools.filters.pii import redact_pii
 from data_tools.filters.quality import (
@@ -143,7 +145,7 @@ def test_normalization_skipping_absent_rules_equals_every_rule_applied():
 
 
 def test_long_documents_hash_their_words_like_short_ones():
-    text = "alpha beta, gamma! " * 20_000  # beyond the first table of powers
+    text = "alpha beta, gamma! " * 20_000  # words far into a long document hash as they do at its start
     hashed = hash_words(text)
     assert len(hashed.hashes) == 60_000 and len(set(hashed.hashes.tolist())) == 3
     assert hashed.hashes[-1] == string_hash("gamma")
@@ -167,6 +169,25 @@ def test_words_and_special_characters_equal_a_character_by_character_reading():
 
 
 # --- ROOTS measures --------------------------------------------------------------------------
+
+def test_repetition_measures_equal_counting_the_ngrams_as_strings():
+    """Rolled n-gram hashes and run counting give ROOTS' ratios as counting the n-grams themselves does."""
+    rng = random.Random(4)
+    for _ in range(3_000):
+        text = "".join(rng.choice("ab cé語😀") for _ in range(rng.randint(0, 60)))
+        n = rng.randint(1, 12)
+        counts = Counter(text[i:i + n] for i in range(len(text) - n + 1))
+        repeated = sorted((c for c in counts.values() if c > 1), reverse=True)
+        top = min(math.isqrt(len(counts)), len(repeated))
+        expected = sum(repeated[:top]) / sum(counts.values()) if counts else 0.0
+        assert char_repetition_ratio(text, n) == pytest.approx(expected), (text, n)
+        assert ngram_hashes(char_ids(text), n).tolist() == [string_hash(text[i:i + n])
+                                                            for i in range(len(text) - n + 1)]
+        words = split_words(text)
+        grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+        expected = sum(c for c in grams.values() if c > 1) / sum(grams.values()) if grams else 0.0
+        assert word_repetition_ratio(hash_words(text), n) == pytest.approx(expected), (text, n)
+
 
 def test_repetition_measures_match_hand_computed_values():
     assert char_repetition_ratio("aaaa", 2) == 1.0  # one 2-gram, three times
@@ -378,14 +399,17 @@ def test_user_steps_compose_with_the_built_in_ones(roots):
     assert reason is None and french.lang == "fr"
 
 
-def test_pii_hints_never_hide_a_match():
-    """A kind's pattern is skipped when its hint is absent: on text made of PII's own characters, results agree."""
+def test_pii_scanned_near_anchors_equals_each_pattern_run_over_the_whole_text():
+    """Each kind's pattern runs only near its anchors: on text made of PII's own characters, with stretches
+    longer than any match between them, results equal a substitution over the whole text."""
+    for kind in pii._KINDS:
+        assert kind.max_length >= re._parser.parse(kind.pattern.pattern).getwidth()[1]
     rng = random.Random(2)
     pieces = ["1", "2", "55", "555", "1234", "0", "01", ".", "-", " ", ":", "::", "+", "(", ")", "a", "f", "@",
-              "x.org", "v", "version ", "\n"]
+              "x.org", "v", "version ", "\n", "a" * 700, " " * 60, "7" * 30, "b." * 40]
     redacted = Counter()
     for _ in range(20_000):
-        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 25)))
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 40)))
         expected = text
         for kind in pii._KINDS:
             expected = kind.pattern.sub(lambda m, kind=kind: m.group() if kind.valid and not kind.valid(m)

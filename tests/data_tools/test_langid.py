@@ -10,6 +10,7 @@ import pytest
 from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
 from data_tools.extract import extract_files
+from data_tools.filters import langid
 from data_tools.filters.langid import AUTOMATON_MEMORY, identification_sample, language_identifier
 from data_tools.filters.lexicons import stopwords
 from data_tools.shards import list_shards
@@ -73,3 +74,27 @@ def test_identification_equals_py3langid_bit_for_bit(reference, fixture_path, tm
         assert language_identifier().classify(sample) == expected, sample[:80]
         languages.add(expected[0])
     assert len(languages) >= 10  # the texts exercise many languages' weights, not one
+
+
+def test_the_unpacked_model_is_cached_whole_reused_and_rebuilt_when_damaged(reference, tmp_path, monkeypatch):
+    monkeypatch.setenv("ROOTS_CACHE_DIR", str(tmp_path))
+    texts = ["The cat sat on the mat.", "Le chat est sur le tapis.", "猫はマットの上に座った。", ""]
+    expected = [reference.classify(text) for text in texts]
+    language_identifier.cache_clear()
+    try:
+        assert [language_identifier().classify(text) for text in texts] == expected  # unpacked, then cached
+        cache = langid._model_cache_dir()
+        assert [path.name for path in tmp_path.iterdir()] == [cache.name]  # no staging directory left behind
+        assert sorted(path.name for path in cache.iterdir()) == sorted(f"{name}.npy" for name in langid._MODEL_ARRAYS)
+        written = (cache / "weights.npy").stat().st_mtime_ns
+
+        language_identifier.cache_clear()
+        assert [language_identifier().classify(text) for text in texts] == expected  # mapped from the cache
+        assert (cache / "weights.npy").stat().st_mtime_ns == written
+
+        (cache / "weights.npy").write_bytes(b"not an array")  # damaged: unpacked again and the cache rewritten
+        language_identifier.cache_clear()
+        assert [language_identifier().classify(text) for text in texts] == expected
+        assert langid._cached_model() is not None
+    finally:
+        language_identifier.cache_clear()
