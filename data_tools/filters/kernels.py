@@ -1,8 +1,9 @@
-"""Per-document loops compiled by numba: passes over every character of a document that numpy would spell
-as a dozen whole-array operations, each a trip through memory.
+"""Per-document loops compiled by numba: passes over every character of a document that Python would make
+one object per character or word for, or numpy a dozen whole-array operations, each a trip through memory.
 
-Each kernel is a plain loop over arrays; its callers (`words`) own the meaning, and the tests compare them
-with references written in Python. Compiled code is cached on disk, so a process pays only a load.
+Each kernel is a plain loop over arrays; its callers (`normalize`, `words`, `ngrams`, `quality`) own the
+meaning, and the tests compare them with references written in plain Python. Compiled code is cached on
+disk beside this file, so a process pays a load (about 0.3 s, once), not a compilation.
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-# Bits of a code point's class (see words.character_classes).
-SPECIAL, SPACE, UNSPACED = 1, 2, 4
+from data_tools.filters.characters import INVISIBLE, LINE_BREAK, SPACE, SPECIAL, UNSPACED
 
 
 @numba.njit(cache=True)
@@ -90,3 +90,61 @@ def repeated_runs(ordered: np.ndarray) -> tuple[int, np.ndarray]:
             repeats[repeated] = run
             repeated += 1
     return distinct, repeats[:repeated]
+
+
+@numba.njit(cache=True)
+def break_lines(code_points: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Line breaks (CR LF as one) become "\\n" and invisible characters go."""
+    kept = np.empty(len(code_points), dtype=np.uint32)
+    length, carriage_return = 0, False
+    for code in code_points:
+        if carriage_return and code == 10:  # the "\n" of a CR LF, already written
+            carriage_return = False
+            continue
+        carriage_return = code == 13
+        kind = classes[code]
+        if kind & LINE_BREAK:
+            kept[length] = 10
+            length += 1
+        elif not kind & INVISIBLE:
+            kept[length] = code
+            length += 1
+    return kept[:length]
+
+
+@numba.njit(cache=True)
+def collapse_whitespace(code_points: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Runs of whitespace within a line become one space, lines lose the spaces at both ends, runs of
+    more than one blank line become one, and the text loses the whitespace at both ends."""
+    kept = np.empty(len(code_points), dtype=np.uint32)
+    length, space, newlines = 0, False, 0
+    for code in code_points:
+        if code == 10:
+            newlines += 1
+            space = False
+        elif classes[code] & SPACE:
+            space = True  # written before the next character, unless a line break comes first
+        else:
+            if length and newlines:  # the spaces at both ends of the lines go with the breaks
+                for _ in range(min(newlines, 2)):
+                    kept[length] = 10
+                    length += 1
+            elif length and space:
+                kept[length] = 32
+                length += 1
+            kept[length] = code
+            length += 1
+            space, newlines = False, 0
+    return kept[:length]
+
+
+@numba.njit(cache=True)
+def count_known(hashes: np.ndarray, known: np.ndarray, low_bits: np.ndarray) -> int:
+    """How many of `hashes` are in the sorted array `known`. `low_bits`, a bitmap of the known hashes' low bits
+    (a power of two long), rules out most of the others without a binary search."""
+    found, mask = 0, np.uint64(len(low_bits) - 1)
+    for value in hashes:
+        if low_bits[value & mask]:
+            position = np.searchsorted(known, value)
+            found += position < len(known) and known[position] == value
+    return found

@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from data_tools.filters import kernels
 from data_tools.filters.base import CleanDocument, Step
 from data_tools.filters.lexicons import flagged_words, stopwords
 from data_tools.filters.ngrams import char_ids, ngram_repetition
@@ -89,11 +90,7 @@ def _lexicon_hashes(lexicon: frozenset[str]) -> _Lexicon:
 
 def _count_known(hashes: np.ndarray, known: _Lexicon) -> int:
     """How many of `hashes` are in the lexicon `known`."""
-    candidates = hashes[known.low_bits[hashes & _LOW_BITS]]
-    if not len(candidates):
-        return 0
-    found = known.hashes[np.minimum(np.searchsorted(known.hashes, candidates), len(known.hashes) - 1)]
-    return int(np.count_nonzero(found == candidates))
+    return kernels.count_known(hashes, known.hashes, known.low_bits)
 
 
 Measure = Callable[[CleanDocument, Thresholds], float | None]  # None: no word list for this language

@@ -14,19 +14,18 @@ ROOTS tokenized Chinese with a sentencepiece model instead, which this package d
 
 from __future__ import annotations
 
-import functools
 import re
-import sys
 import unicodedata
 from typing import NamedTuple
 
 import numpy as np
 
 from data_tools.filters import kernels
+from data_tools.filters import characters
+from data_tools.filters.characters import UNSPACED_RANGES, character_classes
 from data_tools.filters.ngrams import HASH_BASE, char_ids, powers
 
-_UNSPACED_RANGES = ((0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x3134F))
-_UNSPACED = "".join(f"{chr(first)}-{chr(last)}" for first, last in _UNSPACED_RANGES)
+_UNSPACED = "".join(f"{chr(first)}-{chr(last)}" for first, last in UNSPACED_RANGES)
 _HAS_UNSPACED = re.compile(f"[{_UNSPACED}]")
 _PIECE = re.compile(f"[{_UNSPACED}]|[^\\s{_UNSPACED}]+")
 _ASCII_SPECIAL = "".join(chr(code) for code in range(128) if not chr(code).isalpha())
@@ -42,23 +41,6 @@ class _SpecialTable(dict):
 
 
 SPECIAL = _SpecialTable()
-
-
-# Planes 4-13 are unassigned and planes 15-16 private use: special, without asking unicodedata a million times.
-_PLANES_WITH_LETTERS = (range(0x00000, 0x40000), range(0xE0000, 0xF0000))
-
-
-@functools.cache
-def character_classes() -> np.ndarray:
-    """For every code point, its class bits (`kernels.SPECIAL`, `SPACE`, `UNSPACED`), built once per process."""
-    classes = np.full(sys.maxunicode + 1, kernels.SPECIAL, dtype=np.uint8)
-    for plane in _PLANES_WITH_LETTERS:
-        classes[plane.start:plane.stop] = [kernels.SPECIAL if unicodedata.category(chr(code))[0] not in "LM" else 0
-                                           for code in plane]
-    classes[[code for code in range(0x3001) if chr(code).isspace()]] |= kernels.SPACE  # U+3000 is the last space
-    for first, last in _UNSPACED_RANGES:
-        classes[first:last + 1] |= kernels.UNSPACED
-    return classes
 
 
 class WordHashes(NamedTuple):
@@ -115,4 +97,4 @@ def special_character_ratio(text: str) -> float:
     """The fraction of the characters of `text` that are special (0 for an empty text)."""
     if not text:
         return 0.0
-    return int(np.count_nonzero(character_classes()[char_ids(text)] & kernels.SPECIAL)) / len(text)
+    return int(np.count_nonzero(character_classes()[char_ids(text)] & characters.SPECIAL)) / len(text)
