@@ -13,16 +13,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from data_tools import clean, dedup, labels, megatron_import, report, tokenize_shards, tokenizer
-from data_tools.demo_corpus import build_demo_corpus
 from data_tools.errors import DataToolsError
-from data_tools.extract import FORMATS, ExtractOptions, extract_files
 from data_tools.stage import STATS_FILE, format_stats, print_report, read_stage_stats
 from roots_core.errors import RootsError
 
 
 def _demo_corpus(args: argparse.Namespace) -> int:
     """Write the built-in demo corpus."""
+    from data_tools.demo_corpus import build_demo_corpus
+
     for source, path in build_demo_corpus(args.output).items():
         print(f"{source}: {path} ({path.stat().st_size:,} bytes)")
     return 0
@@ -30,6 +29,8 @@ def _demo_corpus(args: argparse.Namespace) -> int:
 
 def _extract(args: argparse.Namespace) -> int:
     """Extract raw inputs into document shards."""
+    from data_tools.extract import ExtractOptions, extract_files
+
     text_only = [flag for flag, value in (("--separator", args.separator), ("--blank-lines", args.blank_lines),
                                           ("--source", args.source)) if value is not None]
     if text_only and args.format != "text":
@@ -60,6 +61,11 @@ def _stats(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
+    # Imported here, not at the top: a worker process started by `spawn` re-runs the `roots-data` script, and
+    # should import only the stage whose task it runs (clean's compiled kernels cost a dedup worker 0.3 s).
+    from data_tools import clean, dedup, labels, megatron_import, report, tokenize_shards, tokenizer
+    from data_tools.extract import FORMATS
+
     parser = argparse.ArgumentParser(prog="roots-data", description="Corpus pipeline: raw text to a token store.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
