@@ -66,7 +66,8 @@ def ngram_hashes(ids: np.ndarray, n: int, base: int, inverse: int) -> np.ndarray
     top = power * divider  # base**(n - 1)
     hashes[0] = value
     for position in range(1, windows):
-        value = (value - (np.uint64(ids[position - 1]) + one)) * divider + (np.uint64(ids[position + n - 1]) + one) * top
+        dropped, added = np.uint64(ids[position - 1]) + one, np.uint64(ids[position + n - 1]) + one
+        value = (value - dropped) * divider + added * top
         hashes[position] = value
     return hashes
 
