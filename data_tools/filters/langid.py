@@ -43,8 +43,7 @@ class VectorizedIdentifier(LanguageIdentifier):
         self._next_state = np.asarray(self.tk_nextmove, dtype=np.uint32)
         self._row_start = np.asarray(self.tk_row, dtype=np.int64) << 8
         self._feature = np.asarray(self.tk_output, dtype=np.int64)
-        # py3langid's scores are float32 sums over float16 weights widened to float32; widening once saves it per call.
-        self._weights = np.asarray(self.nb_ptc, dtype=np.float32)
+        self._widen_weights()
         self._first_position = np.zeros(len(self._weights), dtype=np.int64)  # scratch, one slot per feature
         self._rank = np.zeros(len(self._weights), dtype=np.int64)  # scratch, one slot per feature
         # The state after any two bytes read from the start, so the walk begins two bytes in.
@@ -53,6 +52,10 @@ class VectorizedIdentifier(LanguageIdentifier):
 
     def set_languages(self, langs=None) -> None:
         super().set_languages(langs)
+        self._widen_weights()
+
+    def _widen_weights(self) -> None:
+        # py3langid's scores are float32 sums over float16 weights widened to float32; widening once saves it per call.
         self._weights = np.asarray(self.nb_ptc, dtype=np.float32)
 
     def states(self, data: bytes) -> np.ndarray:

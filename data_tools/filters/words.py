@@ -15,13 +15,11 @@ ROOTS tokenized Chinese with a sentencepiece model instead, which this package d
 from __future__ import annotations
 
 import re
-import unicodedata
 from typing import NamedTuple
 
 import numpy as np
 
-from data_tools.filters import kernels
-from data_tools.filters import characters
+from data_tools.filters import characters, kernels
 from data_tools.filters.characters import UNSPACED_RANGES, character_classes
 from data_tools.filters.ngrams import HASH_BASE, char_ids, powers
 
@@ -29,18 +27,6 @@ _UNSPACED = "".join(f"{chr(first)}-{chr(last)}" for first, last in UNSPACED_RANG
 _HAS_UNSPACED = re.compile(f"[{_UNSPACED}]")
 _PIECE = re.compile(f"[{_UNSPACED}]|[^\\s{_UNSPACED}]+")
 _ASCII_SPECIAL = "".join(chr(code) for code in range(128) if not chr(code).isalpha())
-
-
-class _SpecialTable(dict):
-    """char -> is it special? Filled on first sight of each character (a document uses few)."""
-
-    def __missing__(self, char: str) -> bool:
-        special = unicodedata.category(char)[0] not in "LM"
-        self[char] = special
-        return special
-
-
-SPECIAL = _SpecialTable()
 
 
 class WordHashes(NamedTuple):
@@ -85,10 +71,11 @@ def split_words(text: str) -> list[str]:
 def _strip_special(piece: str) -> str:
     """`piece` without the special characters at its ends (empty if it has nothing else)."""
     piece = piece.strip(_ASCII_SPECIAL)  # the common case in one C call; other scripts' specials below
+    classes = character_classes()
     start, end = 0, len(piece)
-    while start < end and SPECIAL[piece[start]]:
+    while start < end and classes[ord(piece[start])] & characters.SPECIAL:
         start += 1
-    while end > start and SPECIAL[piece[end - 1]]:
+    while end > start and classes[ord(piece[end - 1])] & characters.SPECIAL:
         end -= 1
     return piece[start:end]
 
