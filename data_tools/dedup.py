@@ -57,6 +57,7 @@ from data_tools.stage import (
     ShardStats,
     StageReport,
     Task,
+    Workers,
     add_stage_arguments,
     format_stats,
     run_stage,
@@ -123,8 +124,11 @@ def _stored_key(path: Path) -> str | None:
 def signature_task(params: DedupParams, task: Task, output_dir: Path) -> ShardStats:
     """Write one shard's exact hashes and (with near dedup) LSH band keys to `<output_dir>/<stem>.npz`."""
     key = _signature_key(task, params)  # before reading: a shard changed meanwhile is redone next time
+    name = f"{task.name}.npz"
+    stats = ShardStats(outputs=[name])
     exact, bands = [], []
     for batch in iter_batches(task.input, ["text"]):
+        stats.count_read(batch.num_rows)
         normalized = [normalize(text).encode("utf-8") for text in batch.column("text").to_pylist()]
         exact.append(exact_hashes(normalized))
         if params.near:
@@ -132,12 +136,12 @@ def signature_task(params: DedupParams, task: Task, output_dir: Path) -> ShardSt
     exact_array = np.concatenate(exact) if exact else np.zeros((0, 2), np.uint64)
     width = params.minhasher.bands if params.near else 0
     band_array = np.concatenate(bands) if bands else np.zeros((len(exact_array), width), np.uint64)
-    name = f"{task.name}.npz"
     _save_npz(output_dir / name, exact=exact_array, bands=band_array, key=np.array(key))
-    return ShardStats(documents_in=len(exact_array), documents_out=len(exact_array), outputs=[name])
+    stats.documents_out = stats.documents_in
+    return stats
 
 
-def compute_signatures(tasks: list[Task], output_dir: Path, params: DedupParams, num_workers: int = 1,
+def compute_signatures(tasks: list[Task], output_dir: Path, params: DedupParams, workers: Workers | int = 1,
                        overwrite: bool = False) -> StageReport:
     """Phase 1 for `tasks`: (re)compute every missing or out-of-date signatures file."""
     signature_dir = output_dir / WORK_DIR / "signatures"
@@ -146,7 +150,7 @@ def compute_signatures(tasks: list[Task], output_dir: Path, params: DedupParams,
         if path.exists() and _stored_key(path) != _signature_key(task, params):
             path.unlink()  # made from another version of the shard or other parameters: the stage redoes it
     return run_stage(f"{STAGE} signatures", tasks, functools.partial(signature_task, params), signature_dir,
-                     num_workers, overwrite)
+                     workers, overwrite)
 
 
 # Phase 2: cluster.
@@ -297,7 +301,7 @@ def filter_task(task: Task, output_dir: Path) -> ShardStats:
 
 
 def filter_shards(tasks: list[Task], all_tasks: list[Task], output_dir: Path, params: DedupParams,
-                  num_workers: int = 1, overwrite: bool = False) -> StageReport:
+                  workers: Workers | int = 1, overwrite: bool = False) -> StageReport:
     """Phase 3 for `tasks`, once clustering of `all_tasks` with `params` has finished."""
     marker_path = output_dir / WORK_DIR / "cluster.json"
     marker = _read_marker(marker_path)
@@ -305,7 +309,7 @@ def filter_shards(tasks: list[Task], all_tasks: list[Task], output_dir: Path, pa
         state = "is missing" if marker is None else "is for other inputs or parameters"
         raise DataToolsError(f"dedup filter needs a finished clustering of these inputs, but {marker_path} {state}; "
                              f"run `roots-data dedup --phase cluster` (after --phase signatures) first")
-    return run_stage(STAGE, tasks, filter_task, output_dir, num_workers, overwrite)
+    return run_stage(STAGE, tasks, filter_task, output_dir, workers, overwrite)
 
 
 def run(args) -> int:
@@ -320,8 +324,15 @@ def run(args) -> int:
             f"(job array)")
     all_tasks = shard_tasks(args.input)
     tasks = select_slice(all_tasks, args.shard_index, args.num_shards)
+    with Workers(args.num_workers) as workers:  # one set of processes for both parallel phases
+        _run_phases(args, params, tasks, all_tasks, workers)
+    return 0
+
+
+def _run_phases(args, params: DedupParams, tasks: list[Task], all_tasks: list[Task], workers: Workers) -> None:
+    """The phases `args.phase` names, in order, printing what each did."""
     if args.phase in ("all", "signatures"):
-        report = compute_signatures(tasks, args.output, params, args.num_workers, args.overwrite)
+        report = compute_signatures(tasks, args.output, params, workers, args.overwrite)
         print(f"{STAGE} signatures: computed {report.ran} shard(s), kept {report.reused} up to date")
     if args.phase in ("all", "cluster"):
         marker, reused = cluster(all_tasks, args.output, params, args.overwrite)
@@ -329,11 +340,10 @@ def run(args) -> int:
               f"documents in {len(all_tasks)} shard(s), {marker['removed'][EXACT]:,} exact and "
               f"{marker['removed'][NEAR]:,} near duplicates to remove")
     if args.phase in ("all", "filter"):
-        report = filter_shards(tasks, all_tasks, args.output, params, args.num_workers, args.overwrite)
+        report = filter_shards(tasks, all_tasks, args.output, params, workers, args.overwrite)
         print(f"{STAGE} filter: wrote {report.ran} shard(s), kept {report.reused} finished; "
               f"stats in {args.output / STATS_FILE}")
         print(format_stats(STAGE, report.totals))
-    return 0
 
 
 def register(commands) -> None:

@@ -54,6 +54,11 @@ class ShardStats:
         self.bytes_in += len(text.encode("utf-8"))
         self._tally(source, lang, "in")
 
+    def count_read(self, documents: int) -> None:
+        """Count `documents` read as a batch, without per-document tallies (a stage that reads only some columns)."""
+        _meter.add(documents)
+        self.documents_in += documents
+
     def count_out(self, text: str, source: str, lang: str | None) -> None:
         self.documents_out += 1
         self.bytes_out += len(text.encode("utf-8"))
@@ -129,42 +134,65 @@ TaskFunction = Callable[[Task, Path], ShardStats]
 
 
 def run_stage(stage: str, tasks: Sequence[Task], work: TaskFunction, output_dir: Path,
-              num_workers: int = 1, overwrite: bool = False, progress: bool = True) -> StageReport:
-    """Run `work(task, output_dir)` for every unfinished task, in `num_workers` processes.
+              workers: Workers | int = 1, overwrite: bool = False, progress: bool = True) -> StageReport:
+    """Run `work(task, output_dir)` for every unfinished task, on `workers` (or that many new ones).
 
     `work` must write its outputs atomically and return their stats (with `outputs` filled in);
     it must be a module-level function so worker processes can import it. With `progress`, a bar
-    counts documents on stderr when it is a terminal (documents are counted by ShardStats.count_in).
+    counts documents on stderr when it is a terminal (as ShardStats.count_in or count_read counts them).
     """
-    if num_workers < 1:
-        raise DataToolsError(f"--num-workers {num_workers} is invalid: it must be at least 1")
+    if isinstance(workers, int):
+        with Workers(workers) as own:
+            return run_stage(stage, tasks, work, output_dir, own, overwrite, progress)
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         raise DataToolsError(f"inputs {duplicates} would write the same output shard; give inputs distinct names")
     output_dir.mkdir(parents=True, exist_ok=True)
     todo = [t for t in tasks if overwrite or not is_finished(output_dir, t.name)]
-    with _Progress(stage, todo, progress) as bar:
-        for task, (stats, counted) in _map(functools.partial(_run_metered, work), todo, output_dir, num_workers,
-                                           bar.shared):
+    with _Progress(stage, todo, workers.counter if progress else None) as bar:
+        for task, (stats, counted) in workers.map(functools.partial(_run_metered, work), todo, output_dir):
             write_task_stats(output_dir, task.name, stats)
             bar.task_done(stats, counted)
     totals = write_stage_stats(output_dir, stage)
     return StageReport(stage, ran=len(todo), reused=len(tasks) - len(todo), totals=totals)
 
 
-def _map(work: Callable[[Task, Path], Any], tasks: list[Task], output_dir: Path, num_workers: int, shared: Any):
-    """`(task, work(task, output_dir))` for every task, in order; workers count documents into `shared`."""
-    if num_workers == 1 or len(tasks) <= 1:
-        for task in tasks:
-            yield task, work(task, output_dir)
-        return
-    # spawn, not fork: forked children inherit pyarrow's thread pools mid-state. An executor, not a
-    # Pool: its workers are not daemonic, so a task may start processes of its own (HTML sandbox).
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(min(num_workers, len(tasks)), mp_context=context, initializer=_watch,
-                             initargs=(shared,)) as pool:
-        yield from zip(tasks, pool.map(work, tasks, [output_dir] * len(tasks)))
+class Workers:
+    """Where tasks run: in this process (one worker) or in a pool of `count` spawned processes.
+
+    One Workers can serve several run_stage calls (the phases of a stage), which then pay the
+    processes' start-up once. When stderr is a terminal, every worker counts the documents it reads
+    into `counter`, which the stage's progress bar reads.
+    """
+
+    def __init__(self, count: int = 1) -> None:
+        if count < 1:
+            raise DataToolsError(f"--num-workers {count} is invalid: it must be at least 1")
+        self.count = count
+        self.counter: Any = multiprocessing.get_context("spawn").Value("q", 0) if sys.stderr.isatty() else None
+        self._pool: ProcessPoolExecutor | None = None
+
+    def map(self, work: Callable[[Task, Path], Any], tasks: list[Task], output_dir: Path):
+        """`(task, work(task, output_dir))` for every task, in order."""
+        if self.count == 1 or len(tasks) <= 1:
+            for task in tasks:
+                yield task, work(task, output_dir)
+            return
+        if self._pool is None:  # started at the first parallel map; it spawns processes as tasks arrive
+            # spawn, not fork: forked children inherit pyarrow's thread pools mid-state. An executor, not a
+            # Pool: its workers are not daemonic, so a task may start processes of its own (HTML sandbox).
+            self._pool = ProcessPoolExecutor(self.count, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_watch, initargs=(self.counter,))
+        yield from zip(tasks, self._pool.map(work, tasks, [output_dir] * len(tasks)))
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
 
 def _sidecar(output_dir: Path, name: str) -> Path:
@@ -289,27 +317,27 @@ def _document_total(tasks: Sequence[Task]) -> int | None:
 class _Progress:
     """One bar for the whole stage (documents, rate, ETA when the total is known) when stderr is a terminal.
 
-    Tasks count documents as they read them (ShardStats.count_in), in whichever process they run; a
-    thread redraws the bar from the shared count, and each finished task tops it up to its
-    `documents_in` (records skipped unread, or stages that count a whole shard at the end).
-    Without a terminal nothing is drawn and nothing is counted.
+    Tasks count documents as they read them (ShardStats.count_in) into `counter`, in whichever
+    process they run; a thread redraws the bar from the count, and each finished task tops it up to
+    its `documents_in` (records skipped unread, or stages that count a whole shard at the end).
+    Without a counter (stderr is not a terminal) nothing is drawn.
     """
 
-    def __init__(self, stage: str, tasks: Sequence[Task], enabled: bool) -> None:
-        self.shared: Any = None
+    def __init__(self, stage: str, tasks: Sequence[Task], counter: Any) -> None:
+        self._counter = counter if tasks else None
         self._tasks, self._done, self._topped_up = len(tasks), 0, 0
-        if not (enabled and tasks and sys.stderr.isatty()):
+        if self._counter is None:
             return
         from tqdm import tqdm
 
-        self.shared = multiprocessing.get_context("spawn").Value("q", 0)
+        self._start = counter.value  # documents counted by earlier stages on the same workers
         self._bar = tqdm(total=_document_total(tasks), desc=stage, unit="doc", file=sys.stderr)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._redraw_until_stopped, daemon=True)
 
     def __enter__(self) -> _Progress:
-        _meter.shared = self.shared
-        if self.shared is not None:
+        _meter.shared = self._counter  # for the tasks that run in this process
+        if self._counter is not None:
             self._thread.start()
         return self
 
@@ -320,7 +348,7 @@ class _Progress:
 
     def _show(self) -> None:
         self._bar.set_postfix_str(f"{self._done}/{self._tasks} tasks", refresh=False)
-        self._bar.update(self.shared.value + self._topped_up - self._bar.n)
+        self._bar.update(self._counter.value - self._start + self._topped_up - self._bar.n)
 
     def _redraw_until_stopped(self) -> None:
         while not self._stop.wait(_FLUSH_SECONDS):
@@ -328,7 +356,7 @@ class _Progress:
 
     def __exit__(self, *exc: object) -> None:
         _meter.shared = None
-        if self.shared is not None:
+        if self._counter is not None:
             self._stop.set()
             self._thread.join()
             self._show()

@@ -83,3 +83,15 @@ def test_logs_get_no_bar_and_no_carriage_returns(corpus, tmp_path):
     for text in (log.read_text(), piped.stderr):
         assert "\r" not in text and "doc/s" not in text
         assert re.fullmatch(r"roots-data (extract|clean): done in [\d.]+s\n", text), text
+
+
+def test_phases_sharing_workers_each_count_from_zero(corpus, tmp_path):
+    """dedup runs its signature and filter phases on one set of worker processes; each bar counts only its own."""
+    roots_data("extract", "--format", "text", "--output", tmp_path / "docs", corpus / "left", corpus / "right",
+               stderr=subprocess.DEVNULL)
+    status, screen = on_terminal("dedup", "--num-workers", "2", "--input", tmp_path / "docs", "--output",
+                                 tmp_path / "dedup")
+    assert status == 0, screen
+    bars = [line.split("\r")[-1] for line in screen.split("\r\n")[:2]]
+    for stage, bar in zip(("dedup signatures", "dedup"), bars):
+        assert re.match(rf"{stage}: 100%\|.*\| {DOCUMENTS}/{DOCUMENTS} \[.*, 2/2 tasks\]", bar), bar
