@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from roots_core.arrow_arrays import string_array
 from roots_core.atomic import atomic_path
 from data_tools.errors import DataToolsError
 from data_tools.sources.base import Document
@@ -52,7 +53,8 @@ def write_shard(path: Path, documents: Iterable[Document]) -> int:
 
 def _to_table(documents: list[Document]) -> pa.Table:
     """A table of `documents` in the shard schema."""
-    return pa.Table.from_pylist([document._asdict() for document in documents], schema=SCHEMA)
+    columns = [string_array([getattr(document, name) for document in documents]) for name in SCHEMA.names]
+    return pa.Table.from_arrays(columns, schema=SCHEMA)
 
 
 def list_shards(directory: Path) -> list[Path]:

@@ -16,11 +16,12 @@ import multiprocessing
 import sys
 import threading
 import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from collections import Counter
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Any
 
 import pyarrow as pa
@@ -159,11 +160,12 @@ def run_stage(stage: str, tasks: Sequence[Task], work: TaskFunction, output_dir:
 
 
 class Workers:
-    """Where tasks run: in this process (one worker) or in a pool of `count` spawned processes.
+    """Where tasks run: this process, helped by `count - 1` spawned processes when `count` > 1.
 
-    One Workers can serve several run_stage calls (the phases of a stage), which then pay the
-    processes' start-up once. When stderr is a terminal, every worker counts the documents it reads
-    into `counter`, which the stage's progress bar reads.
+    This process works too, taking tasks from the same queue as its helpers, so that N workers
+    start N - 1 processes and no core idles while they start up. One Workers can serve several
+    run_stage calls (the phases of a stage), which then pay the start-up once. When stderr is a
+    terminal, every worker counts the documents it reads into `counter`, which progress bars read.
     """
 
     def __init__(self, count: int = 1) -> None:
@@ -173,8 +175,8 @@ class Workers:
         self.counter: Any = multiprocessing.get_context("spawn").Value("q", 0) if sys.stderr.isatty() else None
         self._pool: ProcessPoolExecutor | None = None
 
-    def map(self, work: Callable[[Task, Path], Any], tasks: list[Task], output_dir: Path):
-        """`(task, work(task, output_dir))` for every task, in order."""
+    def map(self, work: Callable[[Task, Path], Any], tasks: list[Task], output_dir: Path) -> Iterator[tuple[Task, Any]]:
+        """`(task, work(task, output_dir))` for every task, in the order they finish."""
         if self.count == 1 or len(tasks) <= 1:
             for task in tasks:
                 yield task, work(task, output_dir)
@@ -182,9 +184,43 @@ class Workers:
         if self._pool is None:  # started at the first parallel map; it spawns processes as tasks arrive
             # spawn, not fork: forked children inherit pyarrow's thread pools mid-state. An executor, not a
             # Pool: its workers are not daemonic, so a task may start processes of its own (HTML sandbox).
-            self._pool = ProcessPoolExecutor(self.count, mp_context=multiprocessing.get_context("spawn"),
+            self._pool = ProcessPoolExecutor(self.count - 1, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_watch, initargs=(self.counter,))
-        yield from zip(tasks, self._pool.map(work, tasks, [output_dir] * len(tasks)))
+        queue, finished = deque(tasks), SimpleQueue()
+        helpers = [threading.Thread(target=self._relay, args=(work, queue, output_dir, finished), daemon=True)
+                   for _ in range(min(self.count - 1, len(tasks) - 1))]
+        for helper in helpers:
+            helper.start()
+        try:
+            results = 0
+            while queue:
+                try:
+                    task = queue.popleft()
+                except IndexError:  # a helper took the last one
+                    break
+                yield task, work(task, output_dir)
+                results += 1
+                while not finished.empty():
+                    yield _settled(finished.get())
+                    results += 1
+            while results < len(tasks):
+                yield _settled(finished.get())
+                results += 1
+        finally:
+            queue.clear()  # after an error (or an abandoned map) the helpers start no new task
+
+    def _relay(self, work: Callable[[Task, Path], Any], queue: deque, output_dir: Path, finished: SimpleQueue) -> None:
+        """Keep one helper process busy with the queue's tasks, putting (task, result, error) into `finished`."""
+        while True:
+            try:
+                task = queue.popleft()
+            except IndexError:
+                return
+            try:
+                finished.put((task, self._pool.submit(work, task, output_dir).result(), None))
+            except BaseException as error:  # re-raised by the map, in the main thread
+                finished.put((task, None, error))
+                return
 
     def __enter__(self) -> Workers:
         return self
@@ -193,6 +229,14 @@ class Workers:
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
+
+
+def _settled(outcome: tuple[Task, Any, BaseException | None]) -> tuple[Task, Any]:
+    """A helper's (task, result), or its task's error raised here."""
+    task, result, error = outcome
+    if error is not None:
+        raise error
+    return task, result
 
 
 def _sidecar(output_dir: Path, name: str) -> Path:
@@ -367,7 +411,8 @@ def add_stage_arguments(parser, input_help: str = "directory of document shards 
     """The options every stage shares: input/output, workers, job-array slice, overwrite."""
     parser.add_argument("--input", type=Path, required=True, metavar="DIR", help=input_help)
     parser.add_argument("--output", type=Path, required=True, metavar="DIR")
-    parser.add_argument("--num-workers", type=int, default=1, metavar="N", help="local worker processes")
+    parser.add_argument("--num-workers", type=int, default=1, metavar="N",
+                        help="worker processes on this machine, this one included (N - 1 are started)")
     parser.add_argument("--shard-index", type=int, default=0, metavar="I",
                         help="this job-array task's slice of the inputs (e.g. $SLURM_ARRAY_TASK_ID)")
     parser.add_argument("--num-shards", type=int, default=1, metavar="N", help="number of slices (array size)")

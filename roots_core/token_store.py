@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
+from roots_core.arrow_arrays import numpy_array, string_array
 from roots_core.atomic import atomic_path, write_bytes_atomic
 from roots_core.errors import TokenStoreError
 
@@ -155,12 +156,12 @@ class TokenStoreWriter:
                 f"document {document.id!r} for {path} has token id {flat[bad[0]]}; "
                 f"valid ids are 0..{self.vocab_size - 1} (vocab_size {self.vocab_size})"
             )
-        input_ids = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat.astype(self.dtype)))
+        input_ids = pa.LargeListArray.from_arrays(numpy_array(offsets), numpy_array(flat.astype(self.dtype)))
         columns = [
             input_ids,
-            pa.array([d.id for d in documents], pa.string()),
-            pa.array([d.source for d in documents], pa.string()),
-            pa.array([d.lang for d in documents], pa.string()),
+            string_array([d.id for d in documents]),
+            string_array([d.source for d in documents]),
+            string_array([d.lang for d in documents]),
         ]
         return pa.record_batch(columns, schema=schema)
 
