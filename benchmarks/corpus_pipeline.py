@@ -8,8 +8,11 @@ this process on the same documents (resiliparse for WARC, py3langid for clean, t
 signature for dedup), so the table shows how much of each stage is overhead. Wikipedia extraction
 no longer calls a parser; its row compares with mwparserfromhell's parse + strip_code, the
 previous extractor's core, so its stage/lib above 100 % is the speedup over that, measured in one
-process. With --repeat N, every stage and library call is timed N times and the best run counts:
-on a shared machine, other load only ever slows a run down. Needs ../shared/fixtures.
+process. For N workers the library call also runs in N processes at once, each on all the documents
+(lib×N): stage/lib×N leaves out what running N processes at once costs the machine (shared caches,
+memory bandwidth, clock), which no stage can avoid. With --repeat N, every stage and library call
+is timed N times and the best run counts: on a shared machine, other load only ever slows a run
+down. Needs ../shared/fixtures.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import bz2
 import json
+import multiprocessing
 import re
 import shutil
 import sys
@@ -89,8 +93,8 @@ def timed(run: Callable[[], object], repeat: int = 1) -> float:
     return best
 
 
-def library_alone(stage: str, inputs: list[Path], docs: Path, repeat: int = 1) -> tuple[int, float]:
-    """(documents, best of `repeat` seconds) of the stage's slowest library call alone: on one input file for
+def library_call(stage: str, inputs: list[Path], docs: Path) -> tuple[int, Callable[[], object]]:
+    """(documents, call) for the stage's slowest library call, its inputs loaded: on one input file for
     extraction, on every document the stage read otherwise."""
     if stage == "extract warc":
         from warcio.archiveiterator import ArchiveIterator
@@ -100,7 +104,7 @@ def library_alone(stage: str, inputs: list[Path], docs: Path, repeat: int = 1) -
         pages = [r.content_stream().read() for r in ArchiveIterator(open(inputs[0], "rb"))
                  if r.rec_type == "response" and r.http_headers.get_statuscode() == "200"
                  and "html" in (r.http_headers.get_header("Content-Type") or "")]
-        return len(pages), timed(lambda: [html_to_text(p, None) for p in pages], repeat)
+        return len(pages), lambda: [html_to_text(p, None) for p in pages]
     if stage == "extract wikipedia":
         import mwparserfromhell
 
@@ -109,7 +113,7 @@ def library_alone(stage: str, inputs: list[Path], docs: Path, repeat: int = 1) -
         with open(inputs[0], "rb") as stream:
             texts = [wikipedia._child(p, "revision").find("{*}text").text or ""
                      for p in wikipedia._elements(stream) if wikipedia._local(p.tag) == "page"]
-        return len(texts), timed(lambda: [mwparserfromhell.parse(t).strip_code() for t in texts], repeat)
+        return len(texts), lambda: [mwparserfromhell.parse(t).strip_code() for t in texts]
     texts = [text for shard in list_shards(docs)
              for text in pq.read_table(shard, columns=["text"]).column("text").to_pylist()]
     if stage == "clean":
@@ -118,12 +122,39 @@ def library_alone(stage: str, inputs: list[Path], docs: Path, repeat: int = 1) -
         from data_tools.filters.langid import identification_sample
 
         identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)  # loaded outside the timing
-        return len(texts), timed(lambda: [identifier.classify(identification_sample(t)) for t in texts], repeat)
+        return len(texts), lambda: [identifier.classify(identification_sample(t)) for t in texts]
     if stage == "dedup":
         from data_tools import minhash
 
-        return len(texts), timed(lambda: minhash_signatures(minhash, texts), repeat)
+        return len(texts), lambda: minhash_signatures(minhash, texts)
     raise ValueError(stage)
+
+
+def library_side_by_side(stage: str, inputs: list[Path], docs: Path, processes: int, repeat: int) -> float:
+    """Seconds per run of the library call when `processes` processes run it at the same moment (the mean of
+    their best runs): the speed this machine gives each of that many workers, with no stage around the call."""
+    context = multiprocessing.get_context("spawn")
+    start_together, results = context.Barrier(processes), context.Queue()
+    runners = [context.Process(target=_run_in_step, args=(stage, inputs, docs, repeat, start_together, results))
+               for _ in range(processes)]
+    for runner in runners:
+        runner.start()
+    seconds = [results.get() for _ in runners]
+    for runner in runners:
+        runner.join()
+    return sum(seconds) / len(seconds)
+
+
+def _run_in_step(stage: str, inputs: list[Path], docs: Path, repeat: int, start_together, results) -> None:
+    """One process of library_side_by_side: load, then time `repeat` runs, each started with the others."""
+    _, call = library_call(stage, inputs, docs)
+    best = float("inf")
+    for _ in range(repeat):
+        start_together.wait()
+        start = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - start)
+    results.put(best)
 
 
 def minhash_signatures(minhash, texts: list[str]) -> None:
@@ -153,7 +184,7 @@ def main() -> None:
         print(f"corpus: {size_mb(warcs):.0f} MB of WARC (gzip), {size_mb(dumps):.0f} MB of Wikipedia XML "
               f"in {work}\n")
         header = (f"{'stage':<20}{'workers':>8}{'docs':>10}{'seconds':>10}{'docs/s':>10}{'MB/s':>8}"
-                  f"{'lib docs/s':>12}{'stage/lib':>11}")
+                  f"{'lib docs/s':>12}{'stage/lib':>11}{'lib×N docs/s':>13}{'stage/lib×N':>12}")
         rows = []
         for workers in args.workers:
             docs = work / f"docs-{workers}"
@@ -179,17 +210,22 @@ def main() -> None:
                 output_dir = Path(argv[argv.index("--output") + 1])
                 documents = documents_in(output_dir) - before if stage.startswith("extract") else \
                     documents_in(source_dir)
-                lib_docs, lib_seconds = library_alone(stage, warcs if "warc" in stage else dumps, source_dir,
-                                                      args.repeat)
-                lib_rate = lib_docs / lib_seconds
+                library_inputs = warcs if "warc" in stage else dumps
+                lib_docs, call = library_call(stage, library_inputs, source_dir)
+                lib_rate = lib_docs / timed(call, args.repeat)
+                side_rate = lib_docs / library_side_by_side(stage, library_inputs, source_dir, workers, args.repeat) \
+                    if workers > 1 else lib_rate
                 rate = documents / seconds
                 rows.append(f"{stage:<20}{workers:>8}{documents:>10,}{seconds:>10.1f}{rate:>10,.0f}"
-                            f"{megabytes / seconds:>8.1f}{lib_rate:>12,.0f}{rate / workers / lib_rate:>10.0%}")
+                            f"{megabytes / seconds:>8.1f}{lib_rate:>12,.0f}{rate / workers / lib_rate:>10.0%}"
+                            f"{side_rate:>13,.0f}{rate / workers / side_rate:>11.0%}")
                 print(f"\n{header}\n{rows[-1]}\n", flush=True)
         print("\n" + header)
         print("\n".join(rows))
         print("\nstage/lib: the stage's documents/s per worker as a share of the library call alone "
-              "(100% = no overhead beyond the slowest call).")
+              "(100% = no overhead beyond the slowest call).\nlib×N: the library call in N processes at once "
+              "(N = workers), each on all the documents; stage/lib×N leaves out what running N processes at once "
+              "costs this machine.")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
