@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import bz2
 import json
-import multiprocessing
 import re
 import shutil
 import sys
@@ -37,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from data_tools.cli import main as roots_data  # noqa: E402
 from data_tools.shards import list_shards  # noqa: E402
+from together import run_together  # noqa: E402
 
 FILES_PER_SOURCE = 4  # so that 2 workers have work to share
 
@@ -133,15 +133,7 @@ def library_call(stage: str, inputs: list[Path], docs: Path) -> tuple[int, Calla
 def library_side_by_side(stage: str, inputs: list[Path], docs: Path, processes: int, repeat: int) -> float:
     """Seconds per run of the library call when `processes` processes run it at the same moment (the mean of
     their best runs): the speed this machine gives each of that many workers, with no stage around the call."""
-    context = multiprocessing.get_context("spawn")
-    start_together, results = context.Barrier(processes), context.Queue()
-    runners = [context.Process(target=_run_in_step, args=(stage, inputs, docs, repeat, start_together, results))
-               for _ in range(processes)]
-    for runner in runners:
-        runner.start()
-    seconds = [results.get() for _ in runners]
-    for runner in runners:
-        runner.join()
+    seconds = run_together(_run_in_step, [(stage, inputs, docs, repeat)] * processes)
     return sum(seconds) / len(seconds)
 
 

@@ -59,6 +59,7 @@ from data_tools.sources.base import Document  # noqa: E402
 from data_tools.tokenizer import train_tokenizer  # noqa: E402
 from roots_core.token_store import TokenStore  # noqa: E402
 from roots_core.tokenizer import Tokenizer  # noqa: E402
+from together import run_together  # noqa: E402
 
 BATCH = 1000  # texts per encode call, as the stage reads its shards
 MEGATRON_INDEX_HEADER = b"MMIDIDX\x00\x00"  # Megatron's .idx: magic, version, dtype code, sequences, documents
@@ -119,15 +120,7 @@ def _encode_worker(model: str, shards: list[str], barrier, results) -> None:
 def encode_floor(model: Path, docs: Path, workers: int) -> tuple[int, float]:
     """(tokens, seconds) for sentencepiece alone over the shards' texts in `workers` processes."""
     shards = [str(p) for p in list_shards(docs)]
-    context = multiprocessing.get_context("spawn")
-    barrier, results = context.Barrier(workers), context.Queue()
-    processes = [context.Process(target=_encode_worker, args=(str(model), shards[i::workers], barrier, results))
-                 for i in range(workers)]
-    for process in processes:
-        process.start()
-    spans = [results.get() for _ in processes]
-    for process in processes:
-        process.join()
+    spans = run_together(_encode_worker, [(str(model), shards[i::workers]) for i in range(workers)])
     return sum(s[2] for s in spans), max(s[1] for s in spans) - min(s[0] for s in spans)
 
 
