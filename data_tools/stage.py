@@ -98,7 +98,8 @@ class ShardStats:
     def from_dict(cls, data: dict[str, Any]) -> ShardStats:
         return cls(
             documents_in=data["documents_in"], documents_out=data["documents_out"],
-            bytes_in=data["bytes_in"], bytes_out=data["bytes_out"], removed=Counter(data["removed"]), events=Counter(data["events"]),
+            bytes_in=data["bytes_in"], bytes_out=data["bytes_out"],
+            removed=Counter(data["removed"]), events=Counter(data["events"]),
             by_language={k: Counter(v) for k, v in data["by_language"].items()},
             by_source={k: Counter(v) for k, v in data["by_source"].items()},
             outputs=list(data["outputs"]))
@@ -361,7 +362,7 @@ def _document_total(tasks: Sequence[Task]) -> int | None:
 class _Progress:
     """One bar for the whole stage (documents, rate, ETA when the total is known) when stderr is a terminal.
 
-    Tasks count documents as they read them (ShardStats.count_in) into `counter`, in whichever
+    Tasks count documents as they read them (ShardStats.count_in, count_read) into `counter`, in whichever
     process they run; a thread redraws the bar from the count, and each finished task tops it up to
     its `documents_in` (records skipped unread, or stages that count a whole shard at the end).
     Without a counter (stderr is not a terminal) nothing is drawn.
