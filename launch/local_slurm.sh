@@ -52,10 +52,14 @@ wait_for() {  # wait_for WHAT CMD...
   for ((i = 0; i < WAIT_S * 4; i++)); do "$@" >/dev/null 2>&1 && return 0; sleep 0.25; done
   die "timed out after ${WAIT_S}s waiting for $what"
 }
-free_port() {  # a port nothing listens on: connecting to it through bash's /dev/tcp fails
-  local port
+free_port() {  # a port nothing listens on (connecting through bash's /dev/tcp fails), below the kernel's
+  # ephemeral range: a port there may be some outgoing connection's local end, which nothing listens on
+  # but which a daemon still cannot bind ("Address already in use")
+  local low port
+  read -r low _ < /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || low=32768
+  (( low > 11000 )) || low=32768
   while :; do
-    port=$((20000 + RANDOM % 40000))
+    port=$((10000 + RANDOM % (low - 10000)))
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
   done
 }
