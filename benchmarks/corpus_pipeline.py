@@ -83,10 +83,12 @@ def documents_in(directory: Path) -> int:
     return sum(pq.read_metadata(p).num_rows for p in list_shards(directory))
 
 
-def timed(run: Callable[[], object], repeat: int = 1) -> float:
-    """The best of `repeat` timings of `run()`: other load on a shared machine only ever slows a run down."""
+def timed(run: Callable[[], object], repeat: int = 1, before: Callable[[], object] = lambda: None) -> float:
+    """The best of `repeat` timings of `run()`, each after an untimed `before()`: other load on a shared machine
+    only ever slows a run down."""
     best = float("inf")
     for _ in range(repeat):
+        before()
         start = time.perf_counter()
         run()
         best = min(best, time.perf_counter() - start)
@@ -140,13 +142,7 @@ def library_side_by_side(stage: str, inputs: list[Path], docs: Path, processes: 
 def _run_in_step(stage: str, inputs: list[Path], docs: Path, repeat: int, start_together, results) -> None:
     """One process of library_side_by_side: load, then time `repeat` runs, each started with the others."""
     _, call = library_call(stage, inputs, docs)
-    best = float("inf")
-    for _ in range(repeat):
-        start_together.wait()
-        start = time.perf_counter()
-        call()
-        best = min(best, time.perf_counter() - start)
-    results.put(best)
+    results.put(timed(call, repeat, before=start_together.wait))
 
 
 def minhash_signatures(minhash, texts: list[str]) -> None:

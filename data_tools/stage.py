@@ -194,10 +194,10 @@ class Workers:
             helper.start()
         try:
             results = 0
-            while queue:
+            while True:
                 try:
                     task = queue.popleft()
-                except IndexError:  # a helper took the last one
+                except IndexError:  # every task is taken; what the helpers run is collected below
                     break
                 yield task, work(task, output_dir)
                 results += 1
